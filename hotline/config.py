@@ -1,0 +1,192 @@
+"""Settings, read from the environment (and an optional `.env`) with pydantic-settings.
+
+Every setting has a default that works on a developer's machine, so `make run` needs no
+configuration. `.env.example` documents each one; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message names the variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOTLINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- service ---
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field(
+        "",
+        description="https base URL Twilio reaches (for example an ngrok URL). Empty: http://HOST:PORT.",
+    )
+    data_dir: Path = Path("data")
+    call_flows_dir: Path = REPO_ROOT / "call_flows"
+    log_level: str = "INFO"
+
+    # --- Twilio ---
+    twilio_account_sid: str = Field(
+        "", validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "HOTLINE_TWILIO_ACCOUNT_SID")
+    )
+    twilio_auth_token: str = Field(
+        "", validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "HOTLINE_TWILIO_AUTH_TOKEN")
+    )
+    twilio_sms_from: str = Field(
+        "", validation_alias=AliasChoices("TWILIO_SMS_FROM", "HOTLINE_TWILIO_SMS_FROM")
+    )
+    # Only tests point this elsewhere (at a loopback stand-in for Twilio's REST API).
+    twilio_api_base: str = "https://api.twilio.com"
+    verify_signatures: bool = True
+
+    # --- speech ---
+    asr: Literal["auto", "vosk", "vietasr", "sidecar"] = "auto"
+    vosk_model: Path | None = None
+    sidecar_dir: Path | None = None
+    tts_voice: str = "vi-vn-x-central"
+    tts_rate: int = Field(150, ge=60, le=400)
+    tts_volume: float = Field(0.85, gt=0.0, le=1.0)
+    end_silence_ms: int = Field(600, ge=100, le=5000)
+    max_utterance_s: float = Field(20.0, ge=2.0, le=120.0)
+    no_input_s: float = Field(7.0, ge=1.0, le=60.0)
+    vad_mode: int = Field(3, ge=0, le=3)
+
+    # --- NLU (Rasa) ---
+    nlu_url: str = "http://127.0.0.1:5005"
+    nlu_token: str = ""
+    nlu_manage: bool = True
+    nlu_timeout_s: float = Field(1.5, gt=0.0, le=30.0)
+    nlu_model_dir: Path = REPO_ROOT / "nlu_models" / "models"
+    rasa_bin: Path = REPO_ROOT / ".venv-rasa" / "bin" / "rasa"
+
+    # --- call handling ---
+    operator_number: str = ""
+    operator_hours: str = "mon-fri 07:30-17:00"
+    emergency_transfer_number: str = ""
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    # --- console ---
+    secret_key: str = ""
+    # Only for a console served over plain http on a developer's machine.
+    cookie_secure: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not v:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "HOTLINE_PUBLIC_URL must be an http(s) base URL such as https://hotline.example.vn"
+            )
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ValueError(
+                "HOTLINE_PUBLIC_URL must be a bare base URL: no path, query or fragment "
+                "(Twilio drops query strings from stream URLs)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check_vosk(self) -> Settings:
+        if self.asr == "vosk" and self.vosk_model is None:
+            raise ValueError("HOTLINE_ASR=vosk needs HOTLINE_VOSK_MODEL (a Vosk model directory)")
+        if self.asr == "sidecar" and self.sidecar_dir is None:
+            raise ValueError("HOTLINE_ASR=sidecar needs HOTLINE_SIDECAR_DIR (recorded-call sidecars)")
+        return self
+
+    # --- derived values ---
+    @property
+    def base_url(self) -> str:
+        """The URL Twilio signs requests against."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def media_stream_url(self) -> str:
+        """The stream URL written into TwiML and signed on the WebSocket handshake."""
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}/twilio/media"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "hotline.db"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    @property
+    def tts_cache_dir(self) -> Path:
+        return self.data_dir / "tts-cache"
+
+    @cached_property
+    def auth_token(self) -> str:
+        """Twilio's auth token, or a per-machine development token kept in the data directory.
+
+        Signature checks stay on without configuration: `hotline replay` on the same machine
+        reads the same file, and real Twilio requests are refused until the real token is set.
+        """
+        if self.twilio_auth_token:
+            return self.twilio_auth_token
+        return _local_secret(self.data_dir / "dev-twilio-auth-token")
+
+    @cached_property
+    def nlu_auth_token(self) -> str:
+        return self.nlu_token or _local_secret(self.data_dir / "nlu-auth-token")
+
+    @cached_property
+    def session_secret(self) -> str:
+        return self.secret_key or _local_secret(self.data_dir / "console-secret-key")
+
+    @property
+    def using_dev_token(self) -> bool:
+        return not self.twilio_auth_token
+
+
+def _local_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_hex(16)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(token)
+    tmp.chmod(0o600)
+    try:
+        # link() fails if another process won the race; then theirs is used.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise ConfigError with a readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = loc if loc.isupper() else f"HOTLINE_{loc.upper()}"
+            lines.append(f"  {var}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
