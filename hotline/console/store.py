@@ -1,0 +1,1 @@
+"""Console tables (operators, sessions, audit log, NLU corrections)."""
