@@ -77,7 +77,9 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return np.clip(np.round(out * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def frames(data: bytes, frame_bytes: int = FRAME_BYTES_ULAW, pad: int = ULAW_SILENCE) -> list[bytes]:
+def frames(
+    data: bytes, frame_bytes: int = FRAME_BYTES_ULAW, pad: int = ULAW_SILENCE
+) -> list[bytes]:
     """Cut audio into fixed frames; the last one is padded (with mu-law silence by default)."""
     out = [data[i : i + frame_bytes] for i in range(0, len(data), frame_bytes)]
     if out and len(out[-1]) < frame_bytes:
@@ -107,7 +109,9 @@ def read_wav_as_ulaw(path: Path | str) -> bytes:
     return pcm16_to_ulaw(resample(samples, rate, SAMPLE_RATE))
 
 
-def write_wav(path: Path | str, pcm: bytes | np.ndarray, rate: int = SAMPLE_RATE, channels: int = 1) -> None:
+def write_wav(
+    path: Path | str, pcm: bytes | np.ndarray, rate: int = SAMPLE_RATE, channels: int = 1
+) -> None:
     data = pcm if isinstance(pcm, bytes | bytearray) else np.asarray(pcm, dtype="<i2").tobytes()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +132,7 @@ class WavAppender:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._w = wave.open(str(path), "wb")
+        self._w = wave.open(str(path), "wb")  # noqa: SIM115 (open for the whole call)
         self._w.setnchannels(1)
         self._w.setsampwidth(2)
         self._w.setframerate(SAMPLE_RATE)

@@ -107,7 +107,9 @@ class Settings(BaseSettings):
         if self.asr == "vosk" and self.vosk_model is None:
             raise ValueError("HOTLINE_ASR=vosk needs HOTLINE_VOSK_MODEL (a Vosk model directory)")
         if self.asr == "sidecar" and self.sidecar_dir is None:
-            raise ValueError("HOTLINE_ASR=sidecar needs HOTLINE_SIDECAR_DIR (recorded-call sidecars)")
+            raise ValueError(
+                "HOTLINE_ASR=sidecar needs HOTLINE_SIDECAR_DIR (recorded-call sidecars)"
+            )
         return self
 
     # --- derived values ---

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 
 class TwilioRest:
-    def __init__(self, account_sid: str, auth_token: str, api_base: str, sms_from: str = "") -> None:
+    def __init__(
+        self, account_sid: str, auth_token: str, api_base: str, sms_from: str = ""
+    ) -> None:
         self.account_sid = account_sid
         self.sms_from = sms_from
         self._client: Client | None = None
@@ -39,7 +41,9 @@ class TwilioRest:
     async def redirect_call(self, call_sid: str, twiml: str) -> bool:
         """Replace the live call's TwiML (for example with <Dial>). False when not possible."""
         if self._client is None:
-            log.warning("transfer of %s skipped: TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not set", call_sid)
+            log.warning(
+                "transfer of %s skipped: TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not set", call_sid
+            )
             return False
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._update_call, call_sid, twiml), 10)

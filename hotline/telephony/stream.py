@@ -140,8 +140,9 @@ class MediaStreamServer:
         if start.call_sid in self.active:
             log.warning("refused a second stream for call %s", start.call_sid)
             await self.store.arun(
-                lambda db: add_event(db, start.call_sid, "duplicate_stream_refused",
-                                     stream_sid=start.stream_sid)
+                lambda db: add_event(
+                    db, start.call_sid, "duplicate_stream_refused", stream_sid=start.stream_sid
+                )
             )
             await ws.close(code=POLICY_VIOLATION, reason="call already streaming")
             return
@@ -203,12 +204,17 @@ class MediaStreamServer:
             transfer_fn=self.transfer_fn,
         )
         self.active[start.call_sid] = call
-        log.info("call %s from %s: stream %s started", start.call_sid, call.masked_caller,
-                 start.stream_sid)
+        log.info(
+            "call %s from %s: stream %s started",
+            start.call_sid,
+            call.masked_caller,
+            start.stream_sid,
+        )
         await self.store.arun(
             lambda db: (
                 upsert_call(
-                    db, start.call_sid,
+                    db,
+                    start.call_sid,
                     account_sid=start.account_sid,
                     stream_sid=start.stream_sid,
                     caller=caller,
@@ -259,8 +265,9 @@ class MediaStreamServer:
             except protocol.ProtocolError as exc:
                 log.warning("call %s: skipped a message: %s", call.call_sid, exc)
                 await self.store.arun(
-                    lambda db, e=str(exc): add_event(db, call.call_sid, "protocol_error",
-                                                     call.call_ms(), error=e)
+                    lambda db, e=str(exc): add_event(
+                        db, call.call_sid, "protocol_error", call.call_ms(), error=e
+                    )
                 )
                 continue
             seq = getattr(msg, "sequence_number", None)
@@ -282,6 +289,8 @@ class MediaStreamServer:
                     frames_in += max(1, len(payload) // FRAME_BYTES_ULAW)
                     call.player.on_inbound_frame()
                     await handler.on_audio(pcm)
+                    # Frames can arrive back to back; let the player and the call's worker run.
+                    await asyncio.sleep(0)
                 case protocol.Dtmf(digit=digit):
                     await handler.on_dtmf(digit)
                 case protocol.Mark(name=name):
@@ -297,8 +306,14 @@ class MediaStreamServer:
 
     async def _store_end(self, call: TwilioCall, reason: str) -> None:
         def write(db: Any) -> None:
-            row = next(iter(db.query("SELECT answered_at, status FROM calls WHERE call_sid = ?",
-                                     [call.call_sid])), {})
+            row = next(
+                iter(
+                    db.query(
+                        "SELECT answered_at, status FROM calls WHERE call_sid = ?", [call.call_sid]
+                    )
+                ),
+                {},
+            )
             ended = now_iso()
             fields: dict[str, Any] = {
                 "ended_at": ended,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -34,14 +35,19 @@ async def _verified_form(request: Request) -> dict[str, str] | None:
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     url = services.checker.url_for(request.url.path, request.url.query)
     if not services.checker.valid(url, params, request.headers.get(SIGNATURE_HEADER)):
-        log.warning("refused %s from %s: bad or missing X-Twilio-Signature", request.url.path,
-                    request.client.host if request.client else "?")
+        log.warning(
+            "refused %s from %s: bad or missing X-Twilio-Signature",
+            request.url.path,
+            request.client.host if request.client else "?",
+        )
         return None
     return params
 
 
 def _forbidden() -> Response:
-    return Response("Forbidden: invalid Twilio signature\n", status_code=403, media_type="text/plain")
+    return Response(
+        "Forbidden: invalid Twilio signature\n", status_code=403, media_type="text/plain"
+    )
 
 
 @router.post("/voice")
@@ -60,7 +66,8 @@ async def voice(request: Request) -> Response:
 
     def write(db: Any) -> None:
         upsert_call(
-            db, call_sid,
+            db,
+            call_sid,
             account_sid=form.get("AccountSid", ""),
             caller=caller,
             caller_hash=caller_hash(caller, services.settings.session_secret),
@@ -88,27 +95,32 @@ async def status(request: Request) -> Response:
     call_sid = form.get("CallSid", "")
     call_status = form.get("CallStatus", "")
     if not call_sid or not call_status:
-        return Response("CallSid and CallStatus are required\n", status_code=400,
-                        media_type="text/plain")
+        return Response(
+            "CallSid and CallStatus are required\n", status_code=400, media_type="text/plain"
+        )
 
     def write(db: Any) -> None:
         exists = db.table("calls").count_where("call_sid = ?", [call_sid])
         fields: dict[str, Any] = {"status": call_status}
         if call_status in FINAL_STATUSES:
-            row = next(iter(db.query("SELECT ended_at, outcome FROM calls WHERE call_sid = ?",
-                                     [call_sid])), {})
+            row = next(
+                iter(
+                    db.query("SELECT ended_at, outcome FROM calls WHERE call_sid = ?", [call_sid])
+                ),
+                {},
+            )
             if not row.get("ended_at"):
                 fields["ended_at"] = now_iso()
             if call_status != "completed" and not row.get("outcome"):
                 fields["outcome"] = "not_answered"
             if form.get("CallDuration"):
-                try:
+                with contextlib.suppress(ValueError):
                     fields["duration_s"] = float(form["CallDuration"])
-                except ValueError:
-                    pass
         if not exists:
             fields["caller"] = form.get("From", "")
-            fields["caller_hash"] = caller_hash(form.get("From", ""), services.settings.session_secret)
+            fields["caller_hash"] = caller_hash(
+                form.get("From", ""), services.settings.session_secret
+            )
         upsert_call(db, call_sid, **fields)
         add_event(db, call_sid, "status_callback", call_status=call_status)
 
@@ -131,14 +143,20 @@ async def call_outcome(call_sid: str, request: Request) -> Response:
         call = get_call(db, call_sid)
         if call is None:
             return None
-        call["ticket"] = tickets.get_ticket(db, call["ticket_code"]) if call.get("ticket_code") else None
+        call["ticket"] = (
+            tickets.get_ticket(db, call["ticket_code"]) if call.get("ticket_code") else None
+        )
         call["drafts"] = [
-            t for t in db.query(
-                "SELECT * FROM tickets WHERE call_sid = ? AND confirmed = 0", [call_sid])
+            t
+            for t in db.query(
+                "SELECT * FROM tickets WHERE call_sid = ? AND confirmed = 0", [call_sid]
+            )
         ]
         return call
 
     call = await services.store.arun(read)
     if call is None:
         return Response('{"error": "no such call"}', status_code=404, media_type="application/json")
-    return Response(json.dumps(call, ensure_ascii=False, default=str), media_type="application/json")
+    return Response(
+        json.dumps(call, ensure_ascii=False, default=str), media_type="application/json"
+    )

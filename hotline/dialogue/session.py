@@ -1,0 +1,634 @@
+"""A live call: connects the telephony stream, speech, NLU, tickets and the pure flow engine.
+
+Audio arrives every 20 ms on the event loop; turn detection runs inline (microseconds a frame),
+decoding runs on this call's own worker thread (so one slow call never stalls another and the
+loop never blocks), and everything the flow engine decides runs in order on one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import unicodedata
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hotline.calls import add_event, add_turn, upsert_call
+from hotline.dialogue import engine as fe
+from hotline.speech.turns import SpeechEnded, SpeechStarted, TurnDetector
+from hotline.telephony import twiml
+from hotline.tickets import store as tickets
+
+log = logging.getLogger(__name__)
+
+MESSAGE_END_SILENCE_MS = 2500
+MESSAGE_MAX_MS = 90_000
+PARTIAL_EVERY_FRAMES = 25  # publish a partial transcript every 0.5 s of speech
+DRAIN_TIMEOUT_S = 60.0
+
+
+def operators_on_duty(spec: str, tz: str, now: datetime | None = None) -> bool:
+    """`mon-fri 07:30-17:00` (or `always`/`never`) at the given time in the given zone."""
+    spec = spec.strip().lower()
+    if spec in ("always", "24/7"):
+        return True
+    if spec in ("", "never"):
+        return False
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    now = now or datetime.now(ZoneInfo(tz))
+    try:
+        day_part, time_part = spec.split()
+        first, _, last = day_part.partition("-")
+        d0, d1 = days.index(first), days.index(last or first)
+        start, _, end = time_part.partition("-")
+        h0, m0 = (int(x) for x in start.split(":"))
+        h1, m1 = (int(x) for x in end.split(":"))
+    except ValueError:
+        log.error("HOTLINE_OPERATOR_HOURS=%r is not like 'mon-fri 07:30-17:00'", spec)
+        return False
+    in_days = d0 <= now.weekday() <= d1 if d0 <= d1 else now.weekday() >= d0 or now.weekday() <= d1
+    minutes = now.hour * 60 + now.minute
+    return in_days and h0 * 60 + m0 <= minutes < h1 * 60 + m1
+
+
+def place_of(location: Any) -> dict[str, Any] | None:
+    """The NLU's location as the flow and tickets use it: the caller's words, the unit they
+    resolve to (name, code: the routing table and the console key on these), and how to say it."""
+    if location is None:
+        return None
+    d = location.as_dict()
+    unit = location.new_unit or location.legacy_district or location.province
+    d["name"] = unit
+    d["code"] = location.new_unit_code
+    d["label"] = location.label
+    spoken = location.raw
+    if unit and fold_plain(unit.split(" ", 1)[-1]) not in fold_plain(spoken):
+        spoken = f"{spoken}, {unit}"
+    d["spoken"] = spoken
+    return d
+
+
+def fold_plain(text: str) -> str:
+    text = unicodedata.normalize("NFD", text.lower()).replace("đ", "d")
+    return "".join(c for c in text if unicodedata.category(c) != "Mn")
+
+
+@dataclass
+class _Pending:
+    """An utterance whose transcript is being decoded."""
+
+    future: Future[Any]
+    started_ms: int
+    ended_ms: int
+    detected_at: float  # monotonic time the trailing silence ended
+    state: str
+
+
+@dataclass
+class _Prompt:
+    say: fe.Say
+    turn_id: int | None
+    started_ms: int
+
+
+class CallSession:
+    def __init__(self, call: Any, services: Any) -> None:
+        self.call = call
+        self.sv = services
+        self.settings = services.settings
+        s = self.settings
+        self.conv = fe.Conversation(services.flow, services.kb, env=self._env())
+        self.detector = TurnDetector(
+            end_silence_ms=s.end_silence_ms,
+            max_utterance_ms=int(s.max_utterance_s * 1000),
+            vad_mode=s.vad_mode,
+        )
+        engine = services.asr
+        if hasattr(engine, "stream_for_call"):
+            self.asr = engine.stream_for_call(call.caller)
+        else:
+            self.asr = engine.new_stream(8000)
+        self.asr_name = getattr(engine, "name", type(engine).__name__)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"asr-{call.call_sid[-6:]}")
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.listen: fe.Listen | None = None
+        self.prompts: dict[str, _Prompt] = {}
+        self.capturing = False
+        self.idle_frames = 0
+        self.speech_frames = 0
+        self.grammar: str | None = None
+        self.draft_id: int | None = None
+        self.ticket_code: str | None = None
+        self.outcome: str | None = None
+        self.ended = False
+        self.worker: asyncio.Task[None] | None = None
+        self.reply_from: float | None = None  # when the caller's last turn ended (monotonic)
+        # voice message capture
+        self.message_parts: list[str] = []
+        self.message_start_ms: int | None = None
+        self.message_last_ms = 0
+
+    # --- helpers --------------------------------------------------------------------------
+    def _env(self) -> dict[str, Any]:
+        s = self.settings
+        rest_ok = self.sv.rest.configured
+        return {
+            "operators_available": bool(s.operator_number)
+            and rest_ok
+            and operators_on_duty(s.operator_hours, s.timezone),
+            "emergency_transfer": bool(s.emergency_transfer_number) and rest_ok,
+        }
+
+    def _publish(self, event_type: str, /, **data: Any) -> None:
+        self.sv.live.publish({"type": event_type, "call_sid": self.call.call_sid, **data})
+
+    async def _db(self, fn: Any) -> Any:
+        return await self.sv.store.arun(fn)
+
+    async def _event(self, kind: str, **detail: Any) -> None:
+        at = self.call.call_ms()
+        await self._db(lambda db: add_event(db, self.call.call_sid, kind, at, **detail))
+
+    def _asr(self, fn: Any, *args: Any) -> Future[Any]:
+        return self.pool.submit(fn, *args)
+
+    # --- CallHandler ----------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self._publish(
+            "call_started",
+            caller=self.call.masked_caller,
+            started_at=datetime.now().isoformat(timespec="seconds"),
+        )
+        await self._db(lambda db: upsert_call(db, self.call.call_sid, asr_engine=self.asr_name))
+        self.worker = asyncio.create_task(self._work(), name=f"call-{self.call.call_sid}")
+        await self.queue.put(("start",))
+
+    async def on_audio(self, pcm16: bytes) -> None:
+        events = self.detector.feed(pcm16)
+        for ev in events:
+            if isinstance(ev, SpeechStarted):
+                await self._speech_started(ev)
+        audio = self.detector.take_audio()
+        if self.capturing and audio:
+            self._asr(self.asr.accept, audio)
+            self.speech_frames += 1
+            if self.speech_frames % PARTIAL_EVERY_FRAMES == 0:
+                fut = self._asr(self.asr.partial)
+                fut.add_done_callback(self._partial_done)
+        for ev in events:
+            if isinstance(ev, SpeechEnded):
+                await self._speech_ended(ev)
+        self._tick_idle()
+
+    def _partial_done(self, fut: Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            text = fut.result()
+            if text:
+                self._publish("partial", text=text)
+
+    async def on_dtmf(self, digit: str) -> None:
+        if self.listen is None or self.ended:
+            return  # not waiting for input (a non-interruptible prompt, or busy)
+        if not await self._barge_in("dtmf"):
+            return
+        if self.listen.mode == "message":
+            if digit == "#":
+                await self._finish_message()
+            return
+        self.idle_frames = 0
+        await self._turn_dtmf(digit)
+        await self.queue.put(("event", fe.Digit(digit)))
+
+    async def on_mark(self, name: str) -> None:
+        self.prompts.pop(name, None)
+        if not self.prompts:
+            self.idle_frames = 0
+
+    async def on_end(self, reason: str) -> None:
+        self.ended = True
+        self.listen = None
+        if self.capturing:
+            # The caller hung up mid-sentence: what they said is still a turn.
+            self.capturing = False
+            ev = SpeechEnded(
+                self.detector.now_ms, "silence", self.detector.now_ms, self.detector.now_ms
+            )
+            await self._queue_utterance(ev)
+        await self.queue.put(("hangup", reason))
+        if self.worker:
+            try:
+                # Let a confirmation already said be saved: the ticket must not be lost.
+                await asyncio.wait_for(self.worker, timeout=20)
+            except (TimeoutError, asyncio.CancelledError):
+                self.worker.cancel()
+        await self._finish(reason)
+
+    # --- turn-taking ----------------------------------------------------------------------
+    def _current_prompt(self) -> _Prompt | None:
+        return next(iter(self.prompts.values()), None)
+
+    async def _barge_in(self, why: str) -> bool:
+        """Cut the prompt playing if it may be cut. False: input is ignored for now."""
+        if not self.call.player.busy:
+            return True
+        if any(not p.say.interruptible for p in self.prompts.values()):
+            return False
+        cut = await self.call.clear()
+        cut_prompts = [self.prompts.pop(pid) for pid in list(self.prompts) if pid in cut]
+        for p in cut_prompts:
+            if p.turn_id is not None:
+                await self._db(
+                    lambda db, tid=p.turn_id: db.table("turns").update(tid, {"interrupted": 1})
+                )
+        await self._event("barge_in", by=why, prompts=[p.say.prompt for p in cut_prompts])
+        self._publish("barge_in", by=why)
+        return True
+
+    async def _speech_started(self, ev: SpeechStarted) -> None:
+        if self.listen is None or self.ended:
+            return
+        if not await self._barge_in("speech"):
+            return
+        self.capturing = True
+        self.speech_frames = 0
+        self.idle_frames = 0
+        if self.listen.mode == "message" and self.message_start_ms is None:
+            self.message_start_ms = ev.at_ms
+
+    async def _speech_ended(self, ev: SpeechEnded) -> None:
+        if not self.capturing:
+            return
+        self.capturing = False
+        if self.listen is not None and self.listen.mode == "message":
+            text = (await asyncio.wrap_future(self._asr(self.asr.final))).text
+            if text:
+                self.message_parts.append(text)
+            self.message_last_ms = ev.speech_end_ms
+            if ev.at_ms - (self.message_start_ms or 0) >= MESSAGE_MAX_MS:
+                await self._finish_message()
+            return
+        self.listen = None  # until the flow asks again
+        await self._queue_utterance(ev)
+
+    async def _queue_utterance(self, ev: SpeechEnded) -> None:
+        pending = _Pending(
+            self._asr(self.asr.final),
+            ev.started_ms,
+            ev.speech_end_ms,
+            time.monotonic(),
+            self.conv.state,
+        )
+        await self.queue.put(("utterance", pending))
+
+    def _tick_idle(self) -> None:
+        """No-input timeout, counted in caller audio once the prompts have played."""
+        if self.listen is None or self.capturing or self.call.player.busy or self.ended:
+            return
+        self.idle_frames += 1
+        if self.listen.mode == "message" and self.message_parts:
+            if self.detector.now_ms - self.message_last_ms >= MESSAGE_END_SILENCE_MS:
+                asyncio.get_running_loop().create_task(self._finish_message())
+            return
+        if self.idle_frames * 20 >= self.settings.no_input_s * 1000:
+            self.idle_frames = 0
+            self.listen = None
+            self.queue.put_nowait(("event", fe.Silence()))
+
+    async def _finish_message(self) -> None:
+        if self.listen is None or self.listen.mode != "message":
+            return
+        self.listen = None
+        if self.capturing:
+            self.capturing = False
+            text = (await asyncio.wrap_future(self._asr(self.asr.final))).text
+            if text:
+                self.message_parts.append(text)
+        start = self.message_start_ms or self.detector.now_ms
+        end = max(self.message_last_ms, start)
+        text = " ".join(self.message_parts).strip()
+        self.message_parts, self.message_start_ms = [], None
+        await self._store_caller_turn("message", text, start, end, None, None)
+        await self.queue.put(("event", fe.MessageRecorded(text, start, end)))
+
+    # --- the worker: one thing at a time, in order ---------------------------------------
+    async def _work(self) -> None:
+        while True:
+            item = await self.queue.get()
+            kind = item[0]
+            try:
+                if kind == "start":
+                    await self._run(self.conv.start())
+                elif kind == "utterance":
+                    await self._utterance(item[1])
+                elif kind == "event":
+                    await self._run(self.conv.handle(item[1]))
+                elif kind == "hangup":
+                    await self._run(self.conv.handle(fe.HungUp(item[1])))
+                    return
+            except Exception:
+                log.exception("call %s: error handling %s", self.call.call_sid, kind)
+                await self._event("error", during=kind)
+                if not self.ended:
+                    # Something broke in our code: a person is the safest place for the caller.
+                    with contextlib.suppress(Exception):
+                        await self._run(self.conv._go(fe.Transition("operator")))
+
+    async def _utterance(self, p: _Pending) -> None:
+        transcript = await asyncio.wrap_future(p.future)
+        text = transcript.text.strip()
+        nlu_down = False
+        result = None
+        if text:
+            try:
+                result = await self.sv.nlu.parse(text)
+            except Exception as exc:  # NLUUnavailable, or anything unexpected from the client
+                log.warning("call %s: NLU unavailable: %s", self.call.call_sid, exc)
+                nlu_down = True
+        loc_dict = place_of(getattr(result, "location", None))
+        utterance = fe.Utterance(
+            text=text,
+            intent=getattr(result, "intent", None),
+            confidence=getattr(result, "confidence", None),
+            location=loc_dict,
+            ticket_code=getattr(result, "ticket_code", None),
+            phone_number=getattr(result, "phone_number", None),
+            nlu_down=nlu_down,
+        )
+        await self._store_caller_turn(
+            "speech",
+            text,
+            p.started_ms,
+            p.ended_ms,
+            transcript,
+            result,
+            state=p.state,
+            nlu_down=nlu_down,
+        )
+        self.reply_from = p.detected_at
+        await self._run(self.conv.handle(utterance))
+
+    async def _store_caller_turn(
+        self,
+        kind: str,
+        text: str,
+        start: int,
+        end: int,
+        transcript: Any,
+        result: Any,
+        *,
+        state: str | None = None,
+        nlu_down: bool = False,
+    ) -> None:
+        entities = [e.to_dict() for e in result.entities] if result is not None else None
+        row = {
+            "speaker": "caller",
+            "kind": kind,
+            "text": text,
+            "start_ms": start,
+            "end_ms": end,
+            "asr_confidence": getattr(transcript, "confidence", None),
+            "words": [w.__dict__ for w in getattr(transcript, "words", [])] or None,
+            "intent": getattr(result, "intent", None) or ("nlu_down" if nlu_down else None),
+            "intent_confidence": getattr(result, "confidence", None),
+            "entities": entities,
+            "state": state or self.conv.state,
+        }
+        await self._db(lambda db: add_turn(db, self.call.call_sid, **row))
+        self._publish(
+            "turn",
+            speaker="caller",
+            text=text,
+            intent=row["intent"],
+            confidence=row["intent_confidence"],
+            start_ms=start,
+        )
+
+    async def _turn_dtmf(self, digit: str) -> None:
+        at = self.call.call_ms()
+        await self._db(
+            lambda db: add_turn(
+                db,
+                self.call.call_sid,
+                speaker="caller",
+                kind="dtmf",
+                text=digit,
+                start_ms=at,
+                end_ms=at,
+                state=self.conv.state,
+            )
+        )
+        self._publish("turn", speaker="caller", text=digit, kind="dtmf", start_ms=at)
+
+    # --- actions --------------------------------------------------------------------------
+    async def _run(self, actions: list[Any]) -> None:
+        for action in actions:
+            await self._do(action)
+
+    async def _do(self, a: Any) -> None:
+        match a:
+            case fe.EnterState(state=state):
+                self._publish("state", state=state)
+            case fe.Say():
+                await self._say(a)
+            case fe.Listen():
+                await self._listen(a)
+            case fe.SaveDraft(fields=fields):
+                await self._save_draft(fields)
+            case fe.OpenTicket(fields=fields):
+                await self._open_ticket(fields)
+            case fe.LookupTicket(code=code):
+                await self._lookup(code)
+            case fe.Transfer(to=to):
+                await self._transfer(to)
+            case fe.SendSms(code=code):
+                asyncio.get_running_loop().create_task(self._sms(code))
+            case fe.SetOutcome(outcome=outcome):
+                self._set_outcome(outcome)
+            case fe.Hangup(reason=reason):
+                await self._hangup(reason)
+
+    async def _say(self, say: fe.Say) -> None:
+        if self.ended:
+            return
+        audio = await self.sv.tts.arender(say.text)
+        start = self.call.call_ms()
+        pid = self.call.play(say.prompt, audio)
+        if self.reply_from is not None:
+            latency = (time.monotonic() - self.reply_from) * 1000
+            self.reply_from = None
+            await self._event("reply_latency", ms=round(latency, 1))
+        turn_id = await self._db(
+            lambda db: add_turn(
+                db,
+                self.call.call_sid,
+                speaker="bot",
+                kind="prompt",
+                text=say.text,
+                start_ms=start,
+                end_ms=start + len(audio) // 8,
+                state=self.conv.state,
+                interrupted=0,
+            )
+        )
+        self.prompts[pid] = _Prompt(say, turn_id, start)
+        self._publish("turn", speaker="bot", text=say.text, start_ms=start)
+
+    async def _listen(self, a: fe.Listen) -> None:
+        if self.ended:
+            return
+        grammar = a.grammar if a.grammar in (self.sv.flow.grammars or {}) else None
+        if grammar != self.grammar:
+            phrases = self.sv.flow.grammars.get(grammar) if grammar else None
+            self._asr(self.asr.set_grammar, phrases)
+            self.grammar = grammar
+        self.idle_frames = 0
+        self.message_parts, self.message_start_ms = [], None
+        self.listen = a
+
+    async def _save_draft(self, fields: dict[str, Any]) -> None:
+        fields = dict(fields)
+        span = fields.pop("message_span", None)
+        call = self.call
+
+        def write(db: Any) -> int:
+            if self.draft_id is None:
+                return tickets.create_draft(
+                    db,
+                    call_sid=call.call_sid,
+                    caller=call.caller,
+                    category=fields["category"],
+                    description=fields["description"],
+                    location_raw=fields.get("location_raw"),
+                    location=fields.get("location"),
+                    recording_path=str(call.recorder.mixed_path),
+                    channel=fields["channel"],
+                )
+            tickets.update_draft(db, self.draft_id, **fields)
+            return self.draft_id
+
+        self.draft_id = await self._db(write)
+        if span:
+            await self._event(
+                "message_recorded", start_ms=span[0], end_ms=span[1], draft_id=self.draft_id
+            )
+
+    async def _open_ticket(self, fields: dict[str, Any]) -> None:
+        try:
+            await self._save_draft(fields)
+            draft_id = self.draft_id
+
+            def confirm(db: Any) -> dict[str, Any]:
+                ticket = tickets.confirm_ticket(db, draft_id, self.sv.router)
+                upsert_call(db, self.call.call_sid, ticket_code=ticket["code"])
+                add_event(
+                    db,
+                    self.call.call_sid,
+                    "ticket_opened",
+                    self.call.call_ms(),
+                    code=ticket["code"],
+                    category=ticket["category"],
+                )
+                return ticket
+
+            # Committed and fsynced before the code is spoken.
+            ticket = await self.sv.store.arun_durable(confirm)
+        except Exception as exc:
+            log.exception("call %s: ticket not saved", self.call.call_sid)
+            await self._run(self.conv.handle(fe.TicketFailed(str(exc))))
+            return
+        self.ticket_code = ticket["code"]
+        self._publish("ticket", code=ticket["code"], category=ticket["category"])
+        await self._run(
+            self.conv.handle(fe.TicketOpened(ticket["code"], ticket.get("agency_name") or ""))
+        )
+
+    async def _lookup(self, code: str) -> None:
+        result = await self._db(lambda db: tickets.lookup_ticket(db, code))
+        t = result.ticket or {}
+        note = tickets.latest_note(t) if t else None
+        await self._event("ticket_lookup", code=result.code, status=result.status)
+        await self._run(
+            self.conv.handle(
+                fe.TicketLookup(
+                    result.status,
+                    result.code,
+                    t.get("status", ""),
+                    note or "",
+                    t.get("category", ""),
+                )
+            )
+        )
+
+    async def _transfer(self, to: str) -> None:
+        s = self.settings
+        number = s.operator_number if to == "operator" else s.emergency_transfer_number
+        ok = False
+        if number and not self.ended:
+            await self.call.player.drain(DRAIN_TIMEOUT_S)  # let "please hold" be heard
+            ok = await self.call.transfer(twiml.dial(number))
+        await self._event("transfer", to=to, ok=ok)
+        if ok:
+            self._set_outcome("transferred" if to == "operator" else "emergency")
+        await self._run(self.conv.handle(fe.TransferResult(ok)))
+
+    async def _sms(self, code: str) -> None:
+        text = (
+            f"Đường dây nóng Quảng Trị 1900868674: phản ánh của quý vị đã được tiếp nhận, "
+            f"mã {code}. Gọi lại số này và đọc mã để hỏi kết quả xử lý."
+        )
+        sid = await self.sv.rest.send_sms(self.call.caller, text)
+        if sid and self.draft_id is not None:
+            await self._db(lambda db: tickets.mark_sms_sent(db, self.draft_id))
+        await self._event("sms", sent=bool(sid))
+
+    def _set_outcome(self, outcome: str) -> None:
+        rank = fe.OUTCOME_RANK
+        if self.outcome is None or rank.index(outcome) >= rank.index(self.outcome):
+            self.outcome = outcome
+
+    async def _hangup(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.listen = None
+        await self.call.player.drain(DRAIN_TIMEOUT_S)  # the goodbye is heard whole
+        await self.call.hangup(reason)
+
+    async def _finish(self, reason: str) -> None:
+        outcome = self.outcome or self.conv.outcome or "abandoned"
+        last_intent = await self._db(
+            lambda db: next(
+                iter(
+                    db.query(
+                        "SELECT intent FROM turns WHERE call_sid = ? AND speaker = 'caller' AND intent IS "
+                        "NOT NULL ORDER BY seq DESC LIMIT 1",
+                        [self.call.call_sid],
+                    )
+                ),
+                {},
+            ).get("intent")
+        )
+
+        def write(db: Any) -> None:
+            upsert_call(
+                db,
+                self.call.call_sid,
+                outcome=outcome,
+                flow_path=json.dumps(self.conv.path, ensure_ascii=False),
+                last_intent=last_intent,
+            )
+            if self.draft_id is not None and self.ticket_code is None:
+                add_event(db, self.call.call_sid, "draft_left", draft_id=self.draft_id)
+
+        await self._db(write)
+        self._publish("call_ended", outcome=outcome, reason=reason)
+        fut = self._asr(self.asr.close)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.wrap_future(fut), 5)
+        self.pool.shutdown(wait=False)
+        self.detector.close()
