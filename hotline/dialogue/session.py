@@ -129,6 +129,7 @@ class CallSession:
         self.ended = False
         self.worker: asyncio.Task[None] | None = None
         self.reply_from: float | None = None  # when the caller's last turn ended (monotonic)
+        self.play_end_ms = 0  # where the queued prompts end on the call's timeline
         # voice message capture
         self.message_parts: list[str] = []
         self.message_start_ms: int | None = None
@@ -240,6 +241,7 @@ class CallSession:
         if any(not p.say.interruptible for p in self.prompts.values()):
             return False
         cut = await self.call.clear()
+        self.play_end_ms = self.call.call_ms()
         cut_prompts = [self.prompts.pop(pid) for pid in list(self.prompts) if pid in cut]
         for p in cut_prompts:
             if p.turn_id is not None:
@@ -457,7 +459,9 @@ class CallSession:
         if self.ended:
             return
         audio = await self.sv.tts.arender(say.text)
-        start = self.call.call_ms()
+        # Prompts queue behind each other: this one starts when the ones before it end.
+        start = max(self.call.call_ms(), self.play_end_ms)
+        self.play_end_ms = start + len(audio) // 8
         pid = self.call.play(say.prompt, audio)
         if self.reply_from is not None:
             latency = (time.monotonic() - self.reply_from) * 1000
