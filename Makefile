@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 PY312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12.*/bin/python3) $(shell command -v python3.12))
 PY310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10.*/bin/python3) $(shell command -v python3.10))
-APT_PACKAGES := espeak-ng libespeak-ng1 sox chromium
+APT_PACKAGES := espeak-ng libespeak-ng1 sox chromium strace util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .make
 VOSK_MODEL_URL ?= https://alphacephei.com/vosk/models/vosk-model-small-vn-0.4.zip
@@ -24,7 +24,7 @@ help:
 
 setup: $(STAMP)/apt .venv/.installed .venv-rasa/.installed nlu
 
-$(STAMP)/apt:
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing Debian packages: $(APT_PACKAGES)"; \

@@ -130,6 +130,7 @@ class CallSession:
         self.worker: asyncio.Task[None] | None = None
         self.reply_from: float | None = None  # when the caller's last turn ended (monotonic)
         self.play_end_ms = 0  # where the queued prompts end on the call's timeline
+        self.timing: dict[str, float] = {}
         # voice message capture
         self.message_parts: list[str] = []
         self.message_start_ms: int | None = None
@@ -343,6 +344,7 @@ class CallSession:
 
     async def _utterance(self, p: _Pending) -> None:
         transcript = await asyncio.wrap_future(p.future)
+        self.timing = {"asr_ms": (time.monotonic() - p.detected_at) * 1000}
         text = transcript.text.strip()
         nlu_down = False
         result = None
@@ -352,6 +354,7 @@ class CallSession:
             except Exception as exc:  # NLUUnavailable, or anything unexpected from the client
                 log.warning("call %s: NLU unavailable: %s", self.call.call_sid, exc)
                 nlu_down = True
+        self.timing["nlu_ms"] = (time.monotonic() - p.detected_at) * 1000
         loc_dict = place_of(getattr(result, "location", None))
         utterance = fe.Utterance(
             text=text,
@@ -462,11 +465,21 @@ class CallSession:
         # Prompts queue behind each other: this one starts when the ones before it end.
         start = max(self.call.call_ms(), self.play_end_ms)
         self.play_end_ms = start + len(audio) // 8
-        pid = self.call.play(say.prompt, audio)
+        on_start = None
         if self.reply_from is not None:
-            latency = (time.monotonic() - self.reply_from) * 1000
-            self.reply_from = None
-            await self._event("reply_latency", ms=round(latency, 1))
+            # From the end of the caller's trailing silence to this reply's first audio frame
+            # going out on the socket.
+            t0, self.reply_from = self.reply_from, None
+            loop = asyncio.get_running_loop()
+
+            timing = {k: round(v, 1) for k, v in self.timing.items()}
+            timing["tts_ms"] = round((time.monotonic() - t0) * 1000, 1)
+
+            def on_start() -> None:
+                ms = round((time.monotonic() - t0) * 1000, 1)
+                loop.create_task(self._event("reply_latency", ms=ms, **timing))
+
+        pid = self.call.play(say.prompt, audio, on_start)
         turn_id = await self._db(
             lambda db: add_turn(
                 db,

@@ -28,6 +28,7 @@ LEAD_FRAMES = 10  # 200 ms ahead of what the caller is hearing
 class _Frame:
     ulaw: bytes
     prompt: str
+    on_start: Callable[[], None] | None = None  # called when this first frame goes on the wire
 
 
 @dataclass
@@ -79,10 +80,10 @@ class Player:
     def new_prompt_id(self, label: str) -> str:
         return f"p{next(self._ids)}-{label}"
 
-    def enqueue(self, prompt_id: str, ulaw: bytes) -> None:
+    def enqueue(self, prompt_id: str, ulaw: bytes, on_start: Callable[[], None] | None = None) -> None:
         """Queue a prompt's audio followed by its mark."""
-        for chunk in frames(ulaw, FRAME_BYTES_ULAW):
-            self._queue.append(_Frame(chunk, prompt_id))
+        for i, chunk in enumerate(frames(ulaw, FRAME_BYTES_ULAW)):
+            self._queue.append(_Frame(chunk, prompt_id, on_start if i == 0 else None))
         self._queue.append(_MarkItem(prompt_id))
         self._wake.set()
 
@@ -157,6 +158,8 @@ class Player:
                     self._pending_record.append((start, ulaw_to_pcm16(item.ulaw)))
                     self.frames_sent += 1
                     await self._send(self._media(item.ulaw))
+                    if item.on_start is not None:
+                        item.on_start()
                 else:
                     self.outstanding_marks.append(item.name)
                     await self._send(self._mark(item.name))

@@ -67,9 +67,9 @@ class TwilioCall:
     def call_ms(self) -> int:
         return self.recorder.caller_ms
 
-    def play(self, label: str, ulaw: bytes) -> str:
+    def play(self, label: str, ulaw: bytes, on_start: Callable[[], None] | None = None) -> str:
         prompt_id = self.player.new_prompt_id(label)
-        self.player.enqueue(prompt_id, ulaw)
+        self.player.enqueue(prompt_id, ulaw, on_start)
         return prompt_id
 
     async def clear(self) -> list[str]:
