@@ -48,8 +48,11 @@ def make_call(tmp: Path) -> Recording:
         pieces += [audio, np.zeros(8000, np.int16)]
         pos += len(audio) / 8000 + 1.0
     turns.append({"hangup": True})
-    return Recording(tmp / "bench.wav", pcm16_to_ulaw(np.concatenate(pieces)),
-                     {"caller": "+84900000000", "turns": turns})
+    return Recording(
+        tmp / "bench.wav",
+        pcm16_to_ulaw(np.concatenate(pieces)),
+        {"caller": "+84900000000", "turns": turns},
+    )
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -74,7 +77,9 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
-async def run_calls(server: HotlineServer, rec: Recording, n: int) -> tuple[list[float], int, float]:
+async def run_calls(
+    server: HotlineServer, rec: Recording, n: int
+) -> tuple[list[float], int, float]:
     client = TwilioStandIn(server.url, server.auth_token)
     t0 = time.monotonic()
     results = await asyncio.gather(
@@ -88,8 +93,10 @@ async def run_calls(server: HotlineServer, rec: Recording, n: int) -> tuple[list
     marks = ",".join("?" * len(sids))
     details = [
         __import__("json").loads(r["detail"])
-        for r in db.query(f"SELECT detail FROM events WHERE kind = 'reply_latency' "
-                          f"AND call_sid IN ({marks})", sids)
+        for r in db.query(
+            f"SELECT detail FROM events WHERE kind = 'reply_latency' AND call_sid IN ({marks})",
+            sids,
+        )
     ]
     lat = [float(d["ms"]) for d in details]
     for key in ("asr_ms", "nlu_ms", "tts_ms"):
@@ -117,16 +124,20 @@ def main() -> None:
             if httpx.get(server.url + "/healthz").json()["nlu"].get("state") == "ready":
                 break
             time.sleep(1)
-        print(f"{'calls':>5} {'done':>5} {'replies':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
-              f"{'wall s':>7} {'cpu %':>6} {'rss MiB':>8}")
+        print(
+            f"{'calls':>5} {'done':>5} {'replies':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
+            f"{'wall s':>7} {'cpu %':>6} {'rss MiB':>8}"
+        )
         for n in [int(x) for x in args.calls.split(",")]:
             cpu0, _ = proc_stats(server.proc.pid)
             t0 = time.monotonic()
             lat, done, wall = asyncio.run(run_calls(server, rec, n))
             cpu1, rss = proc_stats(server.proc.pid)
             cpu_pct = 100 * (cpu1 - cpu0) / (time.monotonic() - t0)
-            print(f"{n:>5} {done:>5} {len(lat):>7} {pct(lat, 50):>7.0f} {pct(lat, 95):>7.0f} "
-                  f"{max(lat, default=float('nan')):>7.0f} {wall:>7.1f} {cpu_pct:>6.0f} {rss:>8.0f}")
+            print(
+                f"{n:>5} {done:>5} {len(lat):>7} {pct(lat, 50):>7.0f} {pct(lat, 95):>7.0f} "
+                f"{max(lat, default=float('nan')):>7.0f} {wall:>7.1f} {cpu_pct:>6.0f} {rss:>8.0f}"
+            )
             if lat:
                 print(f"      mean {statistics.mean(lat):.0f} ms over {len(lat)} replies")
     finally:

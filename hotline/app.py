@@ -65,6 +65,24 @@ class Services:
         }
 
 
+async def drain_calls(services: Services, timeout: float = SHUTDOWN_GRACE_S) -> None:
+    """Stop taking calls; tell callers in progress and hang up, keeping every record."""
+    media = services.media
+    if media is None:
+        return
+    media.accepting = False
+    log.info("shutting down: ending %d call(s) in progress", len(media.active))
+    for call in list(media.active.values()):
+        handler = call.extra.get("handler")
+        if handler is not None and hasattr(handler, "shutdown"):
+            asyncio.get_running_loop().create_task(handler.shutdown())
+        else:
+            await call.hangup("shutdown")
+    deadline = time.monotonic() + timeout
+    while media.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 def _load_components(services: Services) -> None:
     """Blocking loads, run in a worker thread at start."""
     from hotline.dialogue.flow import load_flows
@@ -162,14 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            services.media.accepting = False
-            deadline = time.monotonic() + SHUTDOWN_GRACE_S
-            while services.media.active and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            for call in list(services.media.active.values()):
-                await call.hangup("shutdown")
-            while services.media.active and time.monotonic() < deadline + 5:
-                await asyncio.sleep(0.05)
+            await drain_calls(services, timeout=5)
             if services.nlu_server:
                 await services.nlu_server.stop()
             if services.nlu:

@@ -59,7 +59,7 @@ def serve(host: str | None, port: int | None) -> None:
             settings.port,
         )
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -68,6 +68,37 @@ def serve(host: str | None, port: int | None) -> None:
         ws_ping_interval=20,
         proxy_headers=True,
     )
+    _draining_server_class()(config, app.state.services).run()
+
+
+def _draining_server_class() -> type:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM/SIGINT, first let calls in progress end politely, then stop uvicorn (which
+        would otherwise close their sockets at once)."""
+
+        def __init__(self, config: Any, services: Any) -> None:
+            super().__init__(config)
+            self.services = services
+            self._draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            media = self.services.media
+            if self._draining or media is None or not media.active:
+                super().handle_exit(sig, frame)
+                return
+            self._draining = True
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._drain(sig, frame)))
+
+        async def _drain(self, sig: int, frame: Any) -> None:
+            from hotline.app import drain_calls
+
+            await drain_calls(self.services)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
 
 
 # --- calls ------------------------------------------------------------------------------------
@@ -282,15 +313,11 @@ def say(text: str, output: Path) -> None:
 
 
 def _register() -> None:
+    from hotline.nlu.cli import nlu
     from hotline.tickets.cli import tickets
 
     main.add_command(tickets)
-    try:
-        from hotline.nlu.cli import nlu
-    except ImportError:  # TODO(lead): remove once hotline.nlu.cli lands
-        pass
-    else:
-        main.add_command(nlu)
+    main.add_command(nlu)
     try:
         from hotline.console.cli import operators
     except ImportError:  # until the console lands

@@ -33,8 +33,9 @@ def recording(tmp_path: Path, speech: np.ndarray, turns: list[dict[str, Any]]) -
     for t in turns:
         if t.get("speech"):
             t.update(at=1.0, end=1.0 + len(speech) / 8000)
-    return Recording(tmp_path / "turns.wav", pcm16_to_ulaw(audio),
-                     {"caller": CALLER, "turns": turns})
+    return Recording(
+        tmp_path / "turns.wav", pcm16_to_ulaw(audio), {"caller": CALLER, "turns": turns}
+    )
 
 
 async def run(server: HotlineServer, rec: Recording) -> Any:
@@ -51,11 +52,14 @@ def first_voiced_ms(pcm: np.ndarray, threshold: int = 500) -> tuple[int, int]:
     return int(voiced[0] / 8), int(voiced[-1] / 8)
 
 
-async def test_end_of_utterance_after_the_trailing_silence(plain_server: HotlineServer,
-                                                           tmp_path: Path, speech) -> None:
+async def test_end_of_utterance_after_the_trailing_silence(
+    plain_server: HotlineServer, tmp_path: Path, speech
+) -> None:
     rec = recording(tmp_path, speech, [{"speech": True}, {"silence": 3}, {"hangup": True}])
     result = await run(plain_server, rec)
-    turns = rows(plain_server, "SELECT * FROM turns WHERE call_sid = ? ORDER BY seq", result.call_sid)
+    turns = rows(
+        plain_server, "SELECT * FROM turns WHERE call_sid = ? ORDER BY seq", result.call_sid
+    )
     caller = [t for t in turns if t["speaker"] == "caller"]
     assert len(caller) == 1 and caller[0]["text"]  # one utterance, not cut in pieces
     # Where the speech is on the call's timeline: the caller spoke after the greeting's last
@@ -75,11 +79,15 @@ async def test_end_of_utterance_after_the_trailing_silence(plain_server: Hotline
 
 
 async def test_no_input_timeout_reprompts_after_the_prompt_has_played(
-        plain_server: HotlineServer, tmp_path: Path, speech) -> None:
+    plain_server: HotlineServer, tmp_path: Path, speech
+) -> None:
     rec = recording(tmp_path, speech, [{"silence": 12}, {"hangup": True}])
     result = await run(plain_server, rec)
-    turns = rows(plain_server, "SELECT * FROM turns WHERE call_sid = ? AND speaker = 'bot' "
-                 "ORDER BY seq", result.call_sid)
+    turns = rows(
+        plain_server,
+        "SELECT * FROM turns WHERE call_sid = ? AND speaker = 'bot' ORDER BY seq",
+        result.call_sid,
+    )
     reprompt = next(t for t in turns if t["text"].startswith("Xin lỗi, tôi chưa nghe thấy"))
     greeting_end = max(t["end_ms"] for t in turns if t["seq"] < reprompt["seq"])
     # 7 s (HOTLINE_NO_INPUT_S) after the greeting finished playing, within the 200 ms of lead
@@ -87,18 +95,27 @@ async def test_no_input_timeout_reprompts_after_the_prompt_has_played(
     assert 7000 - 100 <= reprompt["start_ms"] - greeting_end <= 7000 + 600
 
 
-async def test_barge_in_clears_the_prompt_and_listens(plain_server: HotlineServer,
-                                                      tmp_path: Path, speech) -> None:
-    rec = recording(tmp_path, speech, [{"speech": True, "barge_in": True, "after": 1.0},
-                                       {"silence": 2}, {"hangup": True}])
+async def test_barge_in_clears_the_prompt_and_listens(
+    plain_server: HotlineServer, tmp_path: Path, speech
+) -> None:
+    rec = recording(
+        tmp_path,
+        speech,
+        [{"speech": True, "barge_in": True, "after": 1.0}, {"silence": 2}, {"hangup": True}],
+    )
     result = await run(plain_server, rec)
     assert result.clears == 1
     # Twilio echoes the marks of the audio a clear drops; the stand-in did, the server coped.
     assert set(result.marks_received) <= set(result.marks_echoed)
-    events = rows(plain_server, "SELECT * FROM events WHERE call_sid = ? AND kind = 'barge_in'",
-                  result.call_sid)
+    events = rows(
+        plain_server,
+        "SELECT * FROM events WHERE call_sid = ? AND kind = 'barge_in'",
+        result.call_sid,
+    )
     assert len(events) == 1
-    turns = rows(plain_server, "SELECT * FROM turns WHERE call_sid = ? ORDER BY seq", result.call_sid)
+    turns = rows(
+        plain_server, "SELECT * FROM turns WHERE call_sid = ? ORDER BY seq", result.call_sid
+    )
     greeting = [t for t in turns if t["state"] == "greeting" and t["speaker"] == "bot"]
     assert greeting and all(t["interrupted"] == 1 for t in greeting)
     caller = [t for t in turns if t["speaker"] == "caller"]
@@ -107,21 +124,36 @@ async def test_barge_in_clears_the_prompt_and_listens(plain_server: HotlineServe
     assert events[0]["call_ms"] - caller[0]["start_ms"] <= 400
 
 
-async def test_a_non_interruptible_prompt_is_not_cut(plain_server: HotlineServer, tmp_path: Path,
-                                                     speech) -> None:
+async def test_a_non_interruptible_prompt_is_not_cut(
+    plain_server: HotlineServer, tmp_path: Path, speech
+) -> None:
     # Keypad report: 1, category 2, a recorded description ended with #, confirm with 1; then
     # talk over the ticket code, which must be heard whole.
-    rec = recording(tmp_path, speech, [
-        {"dtmf": "1"}, {"dtmf": "2"}, {"speech": True, "wait": False}, {"dtmf": "#"},
-        {"dtmf": "1", "wait": False},
-    ])
-    rec.sidecar["turns"].append({"speech": True, "barge_in": True, "after": 2.0,
-                                 "at": rec.sidecar["turns"][2]["at"],
-                                 "end": rec.sidecar["turns"][2]["end"]})
+    rec = recording(
+        tmp_path,
+        speech,
+        [
+            {"dtmf": "1"},
+            {"dtmf": "2"},
+            {"speech": True, "wait": False},
+            {"dtmf": "#"},
+            {"dtmf": "1", "wait": False},
+        ],
+    )
+    rec.sidecar["turns"].append(
+        {
+            "speech": True,
+            "barge_in": True,
+            "after": 2.0,
+            "at": rec.sidecar["turns"][2]["at"],
+            "end": rec.sidecar["turns"][2]["end"],
+        }
+    )
     rec.sidecar["turns"].append({"hangup": True})
     result = await run(plain_server, rec)
     assert result.call["ticket_code"]
-    code_turn = next(t for t in result.call["turns"] if t["speaker"] == "bot"
-                     and "Mã phản ánh" in t["text"])
+    code_turn = next(
+        t for t in result.call["turns"] if t["speaker"] == "bot" and "Mã phản ánh" in t["text"]
+    )
     assert code_turn["interrupted"] == 0
     assert result.clears == 0

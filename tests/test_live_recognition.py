@@ -30,12 +30,19 @@ ENGINES = {
 
 
 @pytest.fixture(scope="module", params=sorted(ENGINES))
-def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                twilio_rest: TwilioRestStandIn) -> Iterator[tuple[str, HotlineServer]]:
+def live_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    twilio_rest: TwilioRestStandIn,
+) -> Iterator[tuple[str, HotlineServer]]:
     engine = request.param
-    env = base_env(twilio_rest) | ENGINES[engine] | {
-        "HOTLINE_NLU_URL": f"http://127.0.0.1:{free_port()}",  # the keypad path needs no NLU
-    }
+    env = (
+        base_env(twilio_rest)
+        | ENGINES[engine]
+        | {
+            "HOTLINE_NLU_URL": f"http://127.0.0.1:{free_port()}",  # the keypad path needs no NLU
+        }
+    )
     server = HotlineServer(tmp_path_factory.mktemp(f"live-{engine}"), env).start()
     yield engine, server
     server.stop()
@@ -43,8 +50,11 @@ def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 async def test_live_recognition_replay(live_server: tuple[str, HotlineServer]) -> None:
     engine, server = live_server
-    path = next(p for p in (ROOT / "recordings").glob("*.yml")
-                if (d := yaml.safe_load(p.read_text()))["asr"] == "live" and d["engine"] == engine)
+    path = next(
+        p
+        for p in (ROOT / "recordings").glob("*.yml")
+        if (d := yaml.safe_load(p.read_text()))["asr"] == "live" and d["engine"] == engine
+    )
     rec = Recording.load(path.with_suffix(".wav"))
     client = TwilioStandIn(server.url, server.auth_token, public_url=server.public_url, fast=True)
     result = await asyncio.wait_for(client.call(rec), timeout=240)

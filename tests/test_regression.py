@@ -92,7 +92,9 @@ async def test_recorded_call(
     assert not problems, f"{path.stem}: {problems}\n{yaml.safe_dump(summary, allow_unicode=True)}"
     # Every caller turn was stored with the text the sidecar says was recognised.
     heard = [
-        t["text"] for t in summary["turns"] if t["speaker"] == "caller" and t["kind"] == "speech"
+        t["text"]
+        for t in summary["turns"]
+        if t["speaker"] == "caller" and t["kind"] in ("speech", "message")
     ]
     spoken = [t["text"] for t in sidecar(path)["turns"] if "text" in t]
     assert heard == spoken[: len(heard)]

@@ -385,3 +385,51 @@ def test_parse_connect_stream_reads_parameters() -> None:
         '<Parameter name="caller" value="+84905"/></Stream></Connect></Response>'
     )
     assert url == "wss://x/twilio/media" and params == {"caller": "+84905"}
+
+
+async def test_sigterm_ends_calls_cleanly_and_keeps_their_records(
+    tmp_path: Path, twilio_rest
+) -> None:
+    from tests.conftest import base_env
+    from tests.servers import free_port
+
+    env = base_env(twilio_rest) | {
+        "HOTLINE_PUBLIC_URL": "https://hotline.test",
+        "HOTLINE_NLU_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    server = HotlineServer(tmp_path / "sigterm", env).start()
+    sid = new_sid()
+    try:
+        ws = await open_stream(server, sid, "MZ" + "d" * 32)
+        for seq in range(2, 30):
+            await ws.send(media_msg(seq, "MZ" + "d" * 32))
+        await next_event(ws, "media")
+        await asyncio.sleep(0.3)
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        # The caller is told, then the server hangs up (before uvicorn closes anything).
+        said = bytearray()
+        async with asyncio.timeout(20):
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["event"] == "clear":
+                    said.clear()
+                elif msg["event"] == "media":
+                    said += base64.b64decode(msg["media"]["payload"])
+                    await ws.send(media_msg(seq := seq + 1, "MZ" + "d" * 32))
+                elif msg["event"] == "mark":
+                    await ws.send(
+                        json.dumps(
+                            {"event": "mark", "streamSid": "MZ" + "d" * 32, "mark": msg["mark"]}
+                        )
+                    )
+        assert len(said) > 8000  # seconds of "the switchboard must restart, call again"
+        code = await stopping
+    finally:
+        server.stop()
+    assert code in (0, -15), server.log()  # uvicorn re-raises SIGTERM after a clean shutdown
+    row = call_row(server, sid)
+    assert row["ended_at"] and row["outcome"]
+    assert row["hangup_reason"] == "shutdown"
+    with wave.open(row["recording_path"]) as w:  # the WAV header was finished
+        assert w.getnframes() >= 28 * 160
+    assert "Application shutdown complete" in server.log()

@@ -231,6 +231,21 @@ class CallSession:
                 self.worker.cancel()
         await self._finish(reason)
 
+    async def shutdown(self) -> None:
+        """The server is stopping: say so, then hang up. Drafts and tickets stay as they are."""
+        if self.ended:
+            return
+        self.listen = None
+        with contextlib.suppress(Exception):
+            if self.call.player.busy:
+                await self.call.clear()
+            text = self.sv.flow.prompts.get("service_restart")
+            if text:
+                self.call.play("service_restart", await self.sv.tts.arender(text))
+            await self.call.player.drain(15)
+        await self._event("shutdown")
+        await self.call.hangup("shutdown")
+
     # --- turn-taking ----------------------------------------------------------------------
     def _current_prompt(self) -> _Prompt | None:
         return next(iter(self.prompts.values()), None)

@@ -80,7 +80,9 @@ class Player:
     def new_prompt_id(self, label: str) -> str:
         return f"p{next(self._ids)}-{label}"
 
-    def enqueue(self, prompt_id: str, ulaw: bytes, on_start: Callable[[], None] | None = None) -> None:
+    def enqueue(
+        self, prompt_id: str, ulaw: bytes, on_start: Callable[[], None] | None = None
+    ) -> None:
         """Queue a prompt's audio followed by its mark."""
         for i, chunk in enumerate(frames(ulaw, FRAME_BYTES_ULAW)):
             self._queue.append(_Frame(chunk, prompt_id, on_start if i == 0 else None))

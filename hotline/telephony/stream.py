@@ -241,6 +241,7 @@ class MediaStreamServer:
             )
         )
         handler = self.handler_factory(call)
+        call.extra["handler"] = handler
         player.start()
         reason = "socket_closed"
         try:
