@@ -74,6 +74,8 @@ async def test_end_of_utterance_after_the_trailing_silence(
     # The reply (NLU is down on this server: the caller is sent to a person) starts only after
     # the 600 ms of trailing silence that ends the utterance.
     reply = [t for t in turns if t["speaker"] == "bot" and t["seq"] > caller[0]["seq"]][0]
+    assert reply["text"].startswith("Xin lỗi, hệ thống hiểu lời nói đang gặp sự cố")
+    assert result.call["outcome"] == "transferred"  # degraded to a person, not dropped
     assert reply["start_ms"] >= off + 600 - 40
     assert reply["start_ms"] <= off + 600 + 1000
 

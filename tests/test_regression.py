@@ -109,3 +109,24 @@ async def test_recorded_call(
     if summary["outcome"] == "transferred":
         updates = twilio_rest.of_kind("call_update", summary["call_sid"])
         assert updates and f"<Number>{OPERATOR_NUMBER}</Number>" in updates[0]["form"]["Twiml"]
+
+
+@pytest.mark.nlu
+def test_replay_cli_prints_the_ticket_and_tickets_show_has_its_history(
+    hotline: HotlineServer,
+) -> None:
+    wav = ROOT / "recordings" / "flood_without_place.wav"
+    r = hotline.cli("replay", str(wav), "--url", hotline.url, "--fast", "--json", "--check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["problems"] == []
+    code = out["ticket"]["code"]
+    shown = hotline.cli("tickets", "show", code, "--json")
+    assert shown.returncode == 0, shown.stderr
+    ticket = json.loads(shown.stdout)
+    assert ticket["category"] == "report_disaster" and ticket["status"] == "mới"
+    assert [h["action"] for h in ticket["history"]][:2] == ["created", "confirmed"]
+    text = hotline.cli("tickets", "show", code)
+    assert code[:3] in text.stdout.replace(" ", "") and "mới" in text.stdout

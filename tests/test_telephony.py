@@ -433,3 +433,22 @@ async def test_sigterm_ends_calls_cleanly_and_keeps_their_records(
     with wave.open(row["recording_path"]) as w:  # the WAV header was finished
         assert w.getnframes() >= 28 * 160
     assert "Application shutdown complete" in server.log()
+
+
+def test_verification_off_only_when_asked_and_then_serve_warns(tmp_path: Path, twilio_rest) -> None:
+    from tests.conftest import base_env
+    from tests.servers import free_port
+
+    env = base_env(twilio_rest) | {
+        "HOTLINE_VERIFY_SIGNATURES": "false",
+        "HOTLINE_NLU_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    server = HotlineServer(tmp_path / "insecure", env).start()
+    try:
+        r = post_voice(server, voice_form(new_sid()), None)
+        assert r.status_code == 200
+        assert httpx.get(server.url + "/healthz").json()["signatures"].startswith("NOT VERIFIED")
+    finally:
+        server.stop()
+    assert "HOTLINE_VERIFY_SIGNATURES=false" in server.log()
+    assert "NOT checked" in server.log()
