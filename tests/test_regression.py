@@ -45,6 +45,29 @@ def hotline(
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, HotlineServer]]:
+    """Servers for sidecars that need other settings (their `env:`), started on first use."""
+    started: dict[str, HotlineServer] = {}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+def server_for(
+    path: Path, default: HotlineServer, servers: dict[str, HotlineServer]
+) -> HotlineServer:
+    extra = sidecar(path).get("env") or {}
+    if not extra:
+        return default
+    key = repr(sorted(extra.items()))
+    if key not in servers:
+        env = default.env | {k: str(v) for k, v in extra.items()}
+        data_dir = default.data_dir.parent / f"{default.data_dir.name}-env{len(servers)}"
+        servers[key] = HotlineServer(data_dir, env).start()
+    return servers[key]
+
+
 def seed_ticket(server: HotlineServer, seed: dict[str, str]) -> None:
     """A ticket with a known code, as an earlier call would have left it."""
     from hotline.store import Store
@@ -85,9 +108,12 @@ async def replay(server: HotlineServer, path: Path) -> dict[str, Any]:
 @pytest.mark.nlu
 @pytest.mark.parametrize("path", SIDECAR_CALLS, ids=lambda p: p.stem)
 async def test_recorded_call(
-    hotline: HotlineServer, twilio_rest: TwilioRestStandIn, path: Path
+    hotline: HotlineServer,
+    servers: dict[str, HotlineServer],
+    twilio_rest: TwilioRestStandIn,
+    path: Path,
 ) -> None:
-    summary = await replay(hotline, path)
+    summary = await replay(server_for(path, hotline, servers), path)
     problems = check_expectations(summary, sidecar(path)["expect"])
     assert not problems, f"{path.stem}: {problems}\n{yaml.safe_dump(summary, allow_unicode=True)}"
     # Every caller turn was stored with the text the sidecar says was recognised.
