@@ -35,4 +35,6 @@ def setup_logging(level: str = "INFO") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    # Their request lines carry tokens in query strings (Rasa's ?token=) and caller numbers.
+    for noisy in ("twilio.http_client", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
