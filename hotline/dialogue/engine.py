@@ -183,9 +183,9 @@ def spell_digits(code: str) -> str:
     return " ".join(digits)
 
 
-def _short(text: str, words: int = 14) -> str:
-    parts = text.split()
-    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+def _short(text: str, words: int = 16) -> str:
+    """The start of a description, for reading back (a long one would bury the question)."""
+    return " ".join(text.split()[:words])
 
 
 def _plain(text: str) -> str:
