@@ -1,1 +1,146 @@
-"""Console tables (operators, sessions, audit log, NLU corrections)."""
+"""Console tables (operators, sessions, login failures, audit log, NLU corrections) and the
+small functions that write them.
+
+Sessions are stored by the SHA-256 of their token, never the token itself: a copy of the
+database does not let anyone sign in as an operator. Lockout state is kept per username (also
+for names that do not exist, so a lockout does not reveal which accounts are real).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+from hotline.store import Table, now_iso, register_schema
+
+OPERATORS = Table(
+    "operators",
+    {
+        "username": str,  # ascii, lowercase: what they type at the login page
+        "display_name": str,
+        "role": str,  # operator | supervisor | admin
+        "password_hash": str,  # argon2id
+        "disabled": int,
+        "created_at": str,
+        "updated_at": str,
+        "password_changed_at": str,
+        "last_login_at": str,
+    },
+    pk="username",
+    not_null=frozenset({"disabled"}),
+    defaults={"disabled": 0},
+)
+
+SESSIONS = Table(
+    "console_sessions",
+    {
+        "token_hash": str,  # sha256 hex of the cookie value
+        "username": str,
+        "csrf_token": str,  # put in every form of this session
+        "created_at": str,
+        "last_seen_at": str,
+        "expires_at": str,
+        "ip": str,
+        "user_agent": str,
+    },
+    pk="token_hash",
+    indexes=(("username",), ("expires_at",)),
+)
+
+LOGIN_FAILURES = Table(
+    "console_login_failures",
+    {
+        "username": str,
+        "failures": int,  # consecutive failures since the last success or lockout
+        "last_failed_at": str,
+        "locked_until": str,
+    },
+    pk="username",
+)
+
+AUDIT = Table(
+    "audit_log",
+    {
+        "id": int,
+        "at": str,
+        "actor": str,  # operator username, or cli:<os user>
+        "action": str,  # login, login_failed, ticket_status, nlu_correction, operator_add, ...
+        "target": str,  # what was changed: a ticket code, a turn id, a username
+        "detail": str,  # JSON
+        "ip": str,
+    },
+    pk="id",
+    indexes=(("at",), ("actor",), ("action",)),
+)
+
+CORRECTIONS = Table(
+    "nlu_corrections",
+    {
+        "id": int,
+        "turn_id": int,
+        "call_sid": str,
+        "text": str,  # the caller's words as recognised (what Rasa was given)
+        "original_intent": str,
+        "original_confidence": float,
+        "corrected_intent": str,
+        "location": str,  # the span of `text` naming the place, if the operator gave one
+        "actor": str,
+        "at": str,
+    },
+    pk="id",
+    indexes=(("turn_id",), ("corrected_intent",), ("at",)),
+)
+
+register_schema(OPERATORS, SESSIONS, LOGIN_FAILURES, AUDIT, CORRECTIONS)
+
+ROLES: tuple[str, ...] = ("operator", "supervisor", "admin")
+ROLE_LABELS = {
+    "operator": "Điều hành viên",
+    "supervisor": "Giám sát viên",
+    "admin": "Quản trị viên",
+}
+
+
+def role_at_least(role: str | None, minimum: str) -> bool:
+    if role not in ROLES:
+        return False
+    return ROLES.index(role) >= ROLES.index(minimum)
+
+
+def audit(
+    db: sqlite_utils.Database,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+    ip: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO audit_log (at, actor, action, target, detail, ip) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            now_iso(),
+            actor,
+            action,
+            target,
+            json.dumps(detail, ensure_ascii=False) if detail else None,
+            ip,
+        ],
+    )
+
+
+def list_audit(
+    db: sqlite_utils.Database, *, limit: int = 200, actor: str | None = None
+) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM audit_log"
+    params: list[Any] = []
+    if actor:
+        sql += " WHERE actor = ?"
+        params.append(actor)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(limit)
+    rows = list(db.query(sql, params))
+    for r in rows:
+        r["detail"] = json.loads(r["detail"]) if r.get("detail") else None
+    return rows
