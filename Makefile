@@ -12,13 +12,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .make
 VOSK_MODEL_URL ?= https://alphacephei.com/vosk/models/vosk-model-small-vn-0.4.zip
 
-.PHONY: help setup run test lint bench models nlu apt clean
+.PHONY: help setup run test lint bench models nlu apt clean screenshots
 
 help:
 	@echo "make run     serve the hotline on http://127.0.0.1:8000 (sets everything up first)"
 	@echo "make test    run the test suite (sets everything up first)"
 	@echo "make lint    ruff"
-	@echo "make bench   speech and NLU benchmarks (figures for the README)"
+	@echo "make bench   speech, NLU and end-to-end call benchmarks (figures for the README)"
+	@echo "make screenshots  retake the console screenshots linked from the README"
 	@echo "make models  fetch the Vietnamese Vosk model (needs internet access to alphacephei.com)"
 	@echo "make nlu     train the Rasa NLU model if its data changed"
 
@@ -66,6 +67,10 @@ lint: .venv/.installed
 bench: setup
 	.venv/bin/python bench/speech.py
 	.venv/bin/python bench/nlu.py
+	.venv/bin/python bench/calls.py
+
+screenshots: setup
+	.venv/bin/python bench/screenshots.py
 
 models: .venv/.installed
 	@mkdir -p data/models

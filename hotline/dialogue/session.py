@@ -139,7 +139,8 @@ class CallSession:
     # --- helpers --------------------------------------------------------------------------
     def _env(self) -> dict[str, Any]:
         s = self.settings
-        rest_ok = self.sv.rest.configured
+        # Browser test calls from the console cannot be transferred: they take the message path.
+        rest_ok = self.sv.rest.configured and not self.call.caller.startswith("console:")
         return {
             "operators_available": bool(s.operator_number)
             and rest_ok
@@ -601,6 +602,8 @@ class CallSession:
         s = self.settings
         number = s.operator_number if to == "operator" else s.emergency_transfer_number
         ok = False
+        if self.call.caller.startswith("console:"):
+            number = ""  # a browser test call cannot be bridged to a phone
         if number and not self.ended:
             await self.call.player.drain(DRAIN_TIMEOUT_S)  # let "please hold" be heard
             ok = await self.call.transfer(twiml.dial(number))
@@ -610,6 +613,8 @@ class CallSession:
         await self._run(self.conv.handle(fe.TransferResult(ok)))
 
     async def _sms(self, code: str) -> None:
+        if self.call.caller.startswith("console:"):
+            return  # a test call from the console's browser phone: nobody to text
         text = (
             f"Đường dây nóng Quảng Trị 1900868674: phản ánh của quý vị đã được tiếp nhận, "
             f"mã {code}. Gọi lại số này và đọc mã để hỏi kết quả xử lý."

@@ -133,3 +133,9 @@ def eval_cmd(out: Path | None) -> None:
     except (NLUSetupError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.summary())
+
+
+# `hotline nlu export-corrections`: operators' intent corrections from the console, as Rasa YAML.
+from hotline.console.cli import export_corrections_cmd  # noqa: E402
+
+nlu.add_command(export_corrections_cmd)

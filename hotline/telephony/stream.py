@@ -119,19 +119,23 @@ class MediaStreamServer:
         # client speaks the same protocol. Returns who is calling, or None to refuse.
         self.extra_auth: Callable[[WebSocket], Awaitable[str | None]] | None = None
 
-    async def _authorized(self, ws: WebSocket) -> bool:
+    async def _authorized(self, ws: WebSocket) -> tuple[bool, str | None]:
+        """(admitted, console identity). Twilio's signature admits with no identity."""
         if self.checker.valid(self.stream_url, {}, ws.headers.get(SIGNATURE_HEADER)):
-            return True
+            return True, None
         if self.extra_auth is not None and ws.headers.get(SIGNATURE_HEADER) is None:
             try:
-                return await self.extra_auth(ws) is not None
+                who = await self.extra_auth(ws)
             except Exception:
                 log.exception("console stream authorisation failed")
-        return False
+                return False, None
+            return who is not None, who
+        return False, None
 
     async def handle(self, ws: WebSocket) -> None:
         signature = ws.headers.get(SIGNATURE_HEADER)
-        if not await self._authorized(ws):
+        admitted, console_user = await self._authorized(ws)
+        if not admitted:
             log.warning(
                 "refused media stream from %s: %s X-Twilio-Signature",
                 ws.client.host if ws.client else "?",
@@ -159,6 +163,18 @@ class MediaStreamServer:
             )
             await ws.close(code=POLICY_VIOLATION, reason="call already streaming")
             return
+        if console_user is not None:
+            # A browser test call: it may not pose as a phone number (we would text it), nor
+            # reuse the id of a call already on record (its record would be overwritten).
+            exists = await self.store.arun(
+                lambda db: db.table("calls").count_where("call_sid = ?", [start.call_sid])
+            )
+            if exists or not start.call_sid.startswith("CA"):
+                log.warning("refused a console stream reusing call id %s", start.call_sid)
+                await ws.close(code=POLICY_VIOLATION, reason="call id already used")
+                return
+            who = console_user.removeprefix("console:")
+            start.custom_parameters["caller"] = f"console:{who}"
         if start.encoding != "audio/x-mulaw" or start.sample_rate != 8000:
             log.warning("unexpected media format %s/%s", start.encoding, start.sample_rate)
         await self._run_call(ws, start)
