@@ -21,30 +21,12 @@ from typing import Any
 
 import yaml
 
-INTENTS = {
-    "report_utilities",
-    "report_infrastructure",
-    "report_environment",
-    "report_public_order",
-    "report_disaster",
-    "report_administration",
-    "report_health",
-    "ask_public_service",
-    "ask_ticket_status",
-    "ask_hotline_info",
-    "greet",
-    "goodbye",
-    "affirm",
-    "deny",
-    "request_human",
-    "repeat",
-    "emergency",
-    "out_of_scope",
-    "nlu_fallback",
-}
-REPORT_INTENTS = sorted(i for i in INTENTS if i.startswith("report_"))
+from hotline.intents import FALLBACK_INTENT, REPORT_INTENTS
+from hotline.intents import INTENTS as ALL_INTENTS
+
+INTENTS = {*ALL_INTENTS, FALLBACK_INTENT}
 GROUPS = {
-    "report": REPORT_INTENTS,
+    "report": list(REPORT_INTENTS),
     "enquiry": ["ask_public_service", "ask_hotline_info"],
 }
 EVENT_KEYS = {

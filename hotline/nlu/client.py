@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 
 from hotline.config import Settings, load_settings
+from hotline.intents import FALLBACK_INTENT
 from hotline.nlu.gazetteer import Location, normalize_location
 from hotline.nlu.textnorm import DIGIT_WORDS, clean_utterance, digits_from_speech, fold
 
-FALLBACK_INTENT = "nlu_fallback"
 POSTPROCESS_EXTRACTOR = "hotline.postprocess"
 
 

@@ -20,34 +20,13 @@ from pathlib import Path
 import yaml
 
 from hotline.config import REPO_ROOT, Settings, load_settings
+from hotline.intents import INTENTS
 
 NLU_DIR = REPO_ROOT / "nlu_models"
 DATA_DIR = NLU_DIR / "data"
 TEST_DIR = NLU_DIR / "test"
 CONFIG_PATH = NLU_DIR / "config.yml"
 KEEP_MODELS = 2  # older models are deleted after a successful training
-
-INTENTS: tuple[str, ...] = (
-    "report_utilities",
-    "report_infrastructure",
-    "report_environment",
-    "report_public_order",
-    "report_disaster",
-    "report_administration",
-    "report_health",
-    "ask_public_service",
-    "ask_ticket_status",
-    "ask_hotline_info",
-    "greet",
-    "goodbye",
-    "affirm",
-    "deny",
-    "request_human",
-    "repeat",
-    "emergency",
-    "out_of_scope",
-)
-FALLBACK_INTENT = "nlu_fallback"
 
 
 class NLUSetupError(RuntimeError):

@@ -29,17 +29,9 @@ from typing import Any
 
 import yaml
 
-REPORT_CATEGORIES = frozenset(
-    {
-        "report_utilities",
-        "report_infrastructure",
-        "report_environment",
-        "report_public_order",
-        "report_disaster",
-        "report_administration",
-        "report_health",
-    }
-)
+from hotline.intents import REPORT_INTENTS
+
+REPORT_CATEGORIES = frozenset(REPORT_INTENTS)
 # voice_message: a message left outside operator hours; keypad_report: a report made by keys
 # (no intent). Both usually go to the default agency, which sorts them by hand.
 CATEGORIES = REPORT_CATEGORIES | {"voice_message", "keypad_report"}
