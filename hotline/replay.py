@@ -296,9 +296,12 @@ class _Sender:
         self.seq = 0
         self.frame = 0  # call time, in 20 ms frames sent
         self.line = _Line(result)
-        self.t0 = time.monotonic()
+        self.next_at = time.monotonic()
+        self.waiting = False  # waiting for the bot to answer
         self.closed = False
-        self.heard_since: int = 0  # media frames received since the last caller turn
+        # Marks received when the caller's last turn ended: a later one means the bot answered
+        # (audio still in flight from a prompt the caller talked over does not count).
+        self.marks_at_turn_end = 0
 
     async def send_json(self, msg: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(msg))
@@ -331,7 +334,6 @@ class _Sender:
                 event = msg.get("event")
                 if event == "media":
                     self.result.media_received += 1
-                    self.heard_since += 1
                     self.line.push_audio(base64.b64decode(msg["media"]["payload"]))
                 elif event == "mark":
                     name = msg["mark"]["name"]
@@ -371,9 +373,11 @@ class _Sender:
     async def send_frame(self, ulaw: bytes = SILENT_FRAME) -> None:
         if self.closed:
             return
-        delay = self.t0 + self.frame * 0.02 / (FAST_SPEED if self.fast else 1.0) - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        now = time.monotonic()
+        self.next_at = max(self.next_at, now - 0.05)  # after a stall, no burst to catch up
+        if self.next_at > now:
+            await asyncio.sleep(self.next_at - now)
+        self.next_at += 0.02 / self._speed()
         self.frame += 1
         payload = base64.b64encode(ulaw.ljust(FRAME_BYTES_ULAW, bytes([ULAW_SILENCE])))
         try:
@@ -427,8 +431,23 @@ class _Sender:
             }
         )
 
+    def _speed(self) -> float:
+        """--fast plays the caller's audio and the bot's prompts fast, but waits for an answer
+        in real time: the server's own work (decoding, NLU, synthesis) takes real time, and a
+        caller racing ahead meanwhile would count as silence on the server's no-input clock."""
+        if not self.fast or (self.waiting and not self.line.playing):
+            return 1.0
+        return FAST_SPEED
+
     async def wait_for_bot(self, expect_reply: bool = True) -> None:
         """Send silence until the bot has answered and finished speaking."""
+        self.waiting = True
+        try:
+            await self._wait_for_bot(expect_reply)
+        finally:
+            self.waiting = False
+
+    async def _wait_for_bot(self, expect_reply: bool) -> None:
         start = self.frame
         while not self.closed:
             quiet = (
@@ -436,7 +455,7 @@ class _Sender:
                 and self.frame - self.line.last_audio_frame >= QUIET_FRAMES
                 and (not self.fast or time.monotonic() - self.line.last_audio_wall >= QUIET_WALL_S)
             )
-            replied = self.heard_since > 0 or not expect_reply
+            replied = len(self.result.marks_received) > self.marks_at_turn_end or not expect_reply
             if quiet and replied:
                 return
             if self.frame - start >= REPLY_TIMEOUT_FRAMES and (
@@ -466,7 +485,6 @@ class _Sender:
             await self.send_silence(
                 float(turn.get("pause", 0.5 if not turn.get("barge_in") else 0))
             )
-            self.heard_since = 0
             if "at" in turn:
                 await self.send_audio(rec.segment(float(turn["at"]), float(turn["end"])))
             elif "dtmf" in turn:
@@ -479,6 +497,7 @@ class _Sender:
             if turn.get("hangup"):
                 await self.stop()
                 return
+            self.marks_at_turn_end = len(self.result.marks_received)
             if turn.get("wait", True):
                 await self.wait_for_bot()
         end = self.frame

@@ -175,3 +175,20 @@ def test_bad_arguments() -> None:
         TurnDetector(sample_rate=44100)
     with pytest.raises(ValueError):
         TurnDetector(vad="nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("word", ["đúng", "dạ", "có", "không", "vâng"])
+def test_short_answers_start_speech_whatever_their_alignment(word: str) -> None:
+    # Silero scores a lone short word low in some alignments of its 32 ms windows; a one-word
+    # answer must still be heard wherever it falls in the stream.
+    from hotline.audio import pcm16_to_ulaw, ulaw_to_pcm16
+    from hotline.recordings import _espeak
+
+    speech = ulaw_to_pcm16(pcm16_to_ulaw(_espeak(word, "vi-vn-x-south")))
+    missed = []
+    for pad_ms in range(500, 1500, 40):
+        pcm = b"\x00\x00" * (8 * pad_ms) + speech + b"\x00\x00" * 8000
+        events = TurnDetector().feed(pcm)
+        if not any(isinstance(e, SpeechStarted) for e in events):
+            missed.append(pad_ms)
+    assert not missed, f"{word!r} not heard with {len(missed)} of 25 offsets: {missed}"

@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 
 FRAME_MS = 20
+WEAK_SPEECH_PROB = 0.15  # Silero probability that counts as speech when the sound is strong
+STRONG_DB = 25.0  # "strong": this far above the line's noise floor
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class TurnDetector:
         self._utt_start = 0
         self._last_voiced_end = 0
         self._floor_db: float | None = None
+        self._strong = False
 
     # ----- public -----
     @property
@@ -244,6 +247,11 @@ class TurnDetector:
         self._now_ms += FRAME_MS
         voiced = self._vad.is_speech(frame)
         loud = self._loudness(frame)
+        # Silero can score a short word after a long silence low (0.2-0.4 for a lone "đúng",
+        # depending on how its 32 ms windows fall on the word): a clear, strong sound that it
+        # half-believes is speech counts too. Short answers matter most on this line.
+        if not voiced and getattr(self._vad, "prob", 0.0) >= WEAK_SPEECH_PROB and self._strong:
+            voiced = True
         self._history.append((start, frame))
         if self._in_utterance:
             return self._in_speech(start, frame, voiced)
@@ -259,6 +267,7 @@ class TurnDetector:
         """
         x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
         db = 10.0 * float(np.log10(float(np.mean(x * x)) / (32768.0**2) + 1e-10))
+        self._strong = self._floor_db is not None and db > max(self._floor_db + STRONG_DB, -45.0)
         if self._floor_db is None:
             # Not above -50 dBFS: a call that opens mid-word must not learn speech as floor.
             self._floor_db = min(db, -50.0)
