@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 OUT_RATE = 8000
 FORMAT_VERSION = "ulaw8k-v1"
+CALIBRATION_TEXT = "một hai ba bốn năm sáu bảy tám chín mười"
 FALLBACK_VOICE = "vi"
 
 
@@ -167,10 +168,10 @@ class _Owner:
         engine = self.engine
         settings = (req.voice, req.rate, req.volume)
         self.errors.clear()
-        if settings != self.applied:
-            engine.setProperty("voice", req.voice)
-            engine.setProperty("rate", req.rate)
-            engine.setProperty("volume", req.volume)
+        # Set every time (three cheap calls): a setting espeak-ng dropped is not remembered as set.
+        engine.setProperty("voice", req.voice)
+        engine.setProperty("rate", req.rate)
+        engine.setProperty("volume", req.volume)
         buf = io.BytesIO()  # wave.open on a file object never hangs on a bad path
         engine.save_to_file(req.text, buf)
         engine.runAndWait()
@@ -266,6 +267,30 @@ class Synthesizer:
             max_workers=4, thread_name_prefix="tts"
         )
         self._started = True
+        if owner is not None and not self._calibrated(owner):
+            log.error("pyttsx3 speaks at the wrong rate in this process: using espeak-ng --stdout")
+            self._owner = None
+
+    def _calibrated(self, owner: _Owner) -> bool:
+        """Does pyttsx3 speak at our rate? In about 1 process in 40 the rate set through
+        pyttsx3 does not take (espeak-ng keeps pyttsx3's default of 200 wpm for every render):
+        compare a short sentence's length with the espeak-ng command line's, once at start."""
+        text = CALIBRATION_TEXT
+        try:
+            want = self._espeak_cli(text).size
+        except TTSError:
+            return True  # nothing to compare with; the owner stays
+        for _attempt in range(2):
+            try:
+                got = owner.submit(text, self.voice, self.rate, self.volume).result(
+                    timeout=max(self.timeout_s, 5.0)
+                )
+            except Exception:
+                return True  # render failures are handled per render (retry, fallback)
+            if abs(got.size - want) <= 0.12 * want:
+                return True
+            log.warning("pyttsx3 calibration: %d samples, espeak-ng %d", got.size, want)
+        return False
 
     def _resolve_voice(self, owner: _Owner | None) -> str:
         """espeak-ng's voice id for the requested voice; falls back to Northern `vi`."""
