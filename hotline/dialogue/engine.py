@@ -9,11 +9,11 @@ answers with an event (`TicketOpened`, `TicketLookup`, `TransferResult`).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from hotline.dialogue.flow import AFTER_SAY, AWAITING, GROUPS, Flow, State, Transition
+from hotline.nlu.textnorm import fold
 
 # --- events ---------------------------------------------------------------------------------
 
@@ -186,11 +186,6 @@ def spell_digits(code: str) -> str:
 def _short(text: str, words: int = 16) -> str:
     """The start of a description, for reading back (a long one would bury the question)."""
     return " ".join(text.split()[:words])
-
-
-def _plain(text: str) -> str:
-    text = unicodedata.normalize("NFD", text.lower()).replace("đ", "d")
-    return "".join(c for c in text if unicodedata.category(c) != "Mn")
 
 
 @dataclass
@@ -594,9 +589,9 @@ class Conversation:
         return entry.spoken
 
     def _emergency_line(self, text: str) -> str:
-        plain = _plain(text)
+        plain = fold(text)
         for line in self.flow.emergency_lines:
-            if any(_plain(k) in plain for k in line.get("keywords", [])):
+            if any(fold(k) in plain for k in line.get("keywords", [])):
                 return str(line["say"])
         return ""
 

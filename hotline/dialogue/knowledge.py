@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from hotline.nlu import textnorm
+
 INTENTS: tuple[str, ...] = ("ask_public_service", "ask_hotline_info")
 
 # Scoring. A unique two-syllable keyword heard whole scores about 1.0 (pair) + 0.35 x 2 (its
@@ -125,11 +127,8 @@ class Menu:
 
 
 def fold(text: str) -> str:
-    """Lower case, no tones or marks, đ -> d, words separated by single spaces."""
-    t = unicodedata.normalize("NFC", text).lower().replace("đ", "d")
-    t = unicodedata.normalize("NFD", t)
-    t = "".join(ch for ch in t if not unicodedata.combining(ch))
-    return " ".join(_TOKEN_RE.findall(t))
+    """Lower case, no tones or marks, đ -> d, words (letters and digits) separated by spaces."""
+    return " ".join(_TOKEN_RE.findall(textnorm.fold(text)))
 
 
 def content_tokens(folded_tokens: Iterable[str]) -> tuple[str, ...]:

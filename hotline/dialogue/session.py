@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import time
-import unicodedata
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from hotline.calls import add_event, add_turn, upsert_call
 from hotline.dialogue import engine as fe
+from hotline.nlu.textnorm import fold
 from hotline.speech.turns import SpeechEnded, SpeechStarted, TurnDetector
 from hotline.telephony import twiml
 from hotline.tickets import store as tickets
@@ -68,15 +68,10 @@ def place_of(location: Any) -> dict[str, Any] | None:
     d["code"] = location.new_unit_code
     d["label"] = location.label
     spoken = location.raw
-    if unit and fold_plain(unit.split(" ", 1)[-1]) not in fold_plain(spoken):
+    if unit and fold(unit.split(" ", 1)[-1]) not in fold(spoken):
         spoken = f"{spoken}, {unit}"
     d["spoken"] = spoken
     return d
-
-
-def fold_plain(text: str) -> str:
-    text = unicodedata.normalize("NFD", text.lower()).replace("đ", "d")
-    return "".join(c for c in text if unicodedata.category(c) != "Mn")
 
 
 @dataclass
