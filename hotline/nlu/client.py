@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -322,25 +322,48 @@ def _check_answer(resp: httpx.Response) -> dict[str, Any]:
     return data
 
 
-class NLUClient:
-    """Async client; one per process, reuse it (keep-alive keeps parse latency low)."""
+class _Client:
+    """What the async and blocking clients share: where, how, and what a failure means."""
 
     def __init__(self, base_url: str, token: str = "", timeout_s: float = 1.5) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
-        # trust_env=False: a proxy from the environment must never sit between us and loopback.
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout_s), trust_env=False
-        )
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> NLUClient:
+    def from_settings(cls, settings: Settings | None = None) -> Self:
         settings = settings or load_settings()
         return cls(settings.nlu_url, settings.nlu_auth_token, settings.nlu_timeout_s)
 
+    def _http_options(self) -> dict[str, Any]:
+        # trust_env=False: a proxy from the environment must never sit between us and loopback.
+        return {
+            "base_url": self.base_url,
+            "timeout": httpx.Timeout(self.timeout_s),
+            "trust_env": False,
+        }
+
     def _params(self) -> dict[str, str]:
         return {"token": self.token} if self.token else {}
+
+    def _unavailable(self, exc: httpx.HTTPError) -> NLUUnavailable:
+        if isinstance(exc, httpx.TimeoutException):
+            return NLUUnavailable(f"NLU server slower than {self.timeout_s} s")
+        return NLUUnavailable(f"NLU server unreachable at {self.base_url}: {exc}")
+
+    @staticmethod
+    def _status(resp: httpx.Response) -> dict[str, Any]:
+        if resp.status_code != 200:
+            raise NLUUnavailable(f"NLU /status answered HTTP {resp.status_code}")
+        return resp.json()
+
+
+class NLUClient(_Client):
+    """Async client; one per process, reuse it (keep-alive keeps parse latency low)."""
+
+    def __init__(self, base_url: str, token: str = "", timeout_s: float = 1.5) -> None:
+        super().__init__(base_url, token, timeout_s)
+        self._http = httpx.AsyncClient(**self._http_options())
 
     async def parse(self, text: str) -> NLUResult:
         cleaned = clean_utterance(text)
@@ -349,10 +372,8 @@ class NLUClient:
             resp = await self._http.post(
                 "/model/parse", params=self._params(), json={"text": cleaned}
             )
-        except httpx.TimeoutException as exc:
-            raise NLUUnavailable(f"NLU server slower than {self.timeout_s} s") from exc
         except httpx.HTTPError as exc:
-            raise NLUUnavailable(f"NLU server unreachable at {self.base_url}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         latency = (time.perf_counter() - t0) * 1000
         return postprocess(_check_answer(resp), latency_ms=latency)
 
@@ -361,10 +382,8 @@ class NLUClient:
         try:
             resp = await self._http.get("/status", params=self._params())
         except httpx.HTTPError as exc:
-            raise NLUUnavailable(f"NLU server unreachable at {self.base_url}: {exc}") from exc
-        if resp.status_code != 200:
-            raise NLUUnavailable(f"NLU /status answered HTTP {resp.status_code}")
-        return resp.json()
+            raise self._unavailable(exc) from exc
+        return self._status(resp)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -376,34 +395,20 @@ class NLUClient:
         await self.aclose()
 
 
-class SyncNLUClient:
+class SyncNLUClient(_Client):
     """The same over a blocking connection, for the CLI, benches and scripts."""
 
     def __init__(self, base_url: str, token: str = "", timeout_s: float = 1.5) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.timeout_s = timeout_s
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout_s), trust_env=False
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> SyncNLUClient:
-        settings = settings or load_settings()
-        return cls(settings.nlu_url, settings.nlu_auth_token, settings.nlu_timeout_s)
-
-    def _params(self) -> dict[str, str]:
-        return {"token": self.token} if self.token else {}
+        super().__init__(base_url, token, timeout_s)
+        self._http = httpx.Client(**self._http_options())
 
     def parse(self, text: str) -> NLUResult:
         cleaned = clean_utterance(text)
         t0 = time.perf_counter()
         try:
             resp = self._http.post("/model/parse", params=self._params(), json={"text": cleaned})
-        except httpx.TimeoutException as exc:
-            raise NLUUnavailable(f"NLU server slower than {self.timeout_s} s") from exc
         except httpx.HTTPError as exc:
-            raise NLUUnavailable(f"NLU server unreachable at {self.base_url}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         latency = (time.perf_counter() - t0) * 1000
         return postprocess(_check_answer(resp), latency_ms=latency)
 
@@ -411,10 +416,8 @@ class SyncNLUClient:
         try:
             resp = self._http.get("/status", params=self._params())
         except httpx.HTTPError as exc:
-            raise NLUUnavailable(f"NLU server unreachable at {self.base_url}: {exc}") from exc
-        if resp.status_code != 200:
-            raise NLUUnavailable(f"NLU /status answered HTTP {resp.status_code}")
-        return resp.json()
+            raise self._unavailable(exc) from exc
+        return self._status(resp)
 
     def close(self) -> None:
         self._http.close()
