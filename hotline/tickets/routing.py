@@ -532,6 +532,31 @@ class _Parser:
                 raise self.fail(where, f"unknown category {v!r}{hint}")
         return frozenset(values)
 
+    def _legacy_refs(
+        self, where: str, raw: Any, table: Mapping[int, str], what: str
+    ) -> tuple[set[int], set[str], set[int]]:
+        """Former districts or provinces named by code or by name: the codes given, the name
+        keys given, and the codes those names stand for."""
+        codes: set[int] = set()
+        keys: set[str] = set()
+        named: set[int] = set()
+        for value in self._listed(where, raw):
+            code = _as_int(value)
+            if code is not None:
+                if code not in table:
+                    raise self.fail(where, f"no former {what} with code {value!r}")
+                codes.add(code)
+                continue
+            key = place_key(value)
+            match = [c for c, n in table.items() if place_key(n) == key]
+            if not match:
+                raise self.fail(
+                    where, f"no former {what} {value!r}{self._suggest(value, list(table.values()))}"
+                )
+            keys.add(key)
+            named.update(match)
+        return codes, keys, named
+
     def parse_place(self, where: str, raw: Any) -> _PlaceCond:
         if raw == "any":
             return _PlaceCond(any_known=True)
@@ -565,41 +590,19 @@ class _Parser:
                     f"{where}.code", f"no unit with code {value!r} in province {gaz.province}"
                 )
             codes.add(code)
-        for value in self._listed(f"{where}.legacy_district", raw.get("legacy_district")):
-            code = _as_int(value)
-            if code is not None:
-                if code not in gaz.legacy_districts:
-                    raise self.fail(
-                        f"{where}.legacy_district", f"no former district with code {value!r}"
-                    )
-                district_codes.add(code)
-                continue
-            key = place_key(value)
-            match = [c for c, n in gaz.legacy_districts.items() if place_key(n) == key]
-            if not match:
-                raise self.fail(
-                    f"{where}.legacy_district",
-                    f"no former district {value!r}{self._suggest(value, list(gaz.legacy_districts.values()))}",
-                )
-            district_keys.add(key)
-        for value in self._listed(f"{where}.legacy_province", raw.get("legacy_province")):
-            code = _as_int(value)
-            if code is not None:
-                if code not in gaz.legacy_provinces:
-                    raise self.fail(
-                        f"{where}.legacy_province", f"no former province with code {value!r}"
-                    )
-                province_codes.add(code)
-                continue
-            key = place_key(value)
-            match = [c for c, n in gaz.legacy_provinces.items() if place_key(n) == key]
-            if not match:
-                raise self.fail(
-                    f"{where}.legacy_province",
-                    f"no former province {value!r}{self._suggest(value, list(gaz.legacy_provinces.values()))}",
-                )
-            province_codes.update(match)
-            province_keys.add(key)
+        codes_, keys, _named = self._legacy_refs(
+            f"{where}.legacy_district", raw.get("legacy_district"), gaz.legacy_districts, "district"
+        )
+        district_codes |= codes_
+        district_keys |= keys
+        codes_, keys, named = self._legacy_refs(
+            f"{where}.legacy_province",
+            raw.get("legacy_province"),
+            gaz.legacy_provinces,
+            "province",
+        )
+        province_codes |= codes_ | named
+        province_keys |= keys
         return _PlaceCond(
             codes=frozenset(codes),
             district_keys=frozenset(district_keys),
