@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse
 
@@ -81,6 +82,29 @@ async def drain_calls(services: Services, timeout: float = SHUTDOWN_GRACE_S) -> 
     deadline = time.monotonic() + timeout
     while media.active and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, first let calls in progress end politely, then stop uvicorn (which
+    would otherwise close their sockets at once)."""
+
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self.services = services
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        media = self.services.media
+        if self._draining or media is None or not media.active:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain(sig, frame)))
+
+    async def _drain(self, sig: int, frame: Any) -> None:
+        await drain_calls(self.services)
+        super().handle_exit(sig, frame)
 
 
 def _load_components(services: Services) -> None:

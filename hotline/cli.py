@@ -35,7 +35,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Serve the hotline: Twilio webhooks, media streams, console, and the Rasa server."""
     import uvicorn
 
-    from hotline.app import create_app
+    from hotline.app import DrainingServer, create_app
     from hotline.logs import setup_logging
 
     settings = _settings(host=host, port=port)
@@ -68,37 +68,7 @@ def serve(host: str | None, port: int | None) -> None:
         ws_ping_interval=20,
         proxy_headers=True,
     )
-    _draining_server_class()(config, app.state.services).run()
-
-
-def _draining_server_class() -> type:
-    import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        """On SIGTERM/SIGINT, first let calls in progress end politely, then stop uvicorn (which
-        would otherwise close their sockets at once)."""
-
-        def __init__(self, config: Any, services: Any) -> None:
-            super().__init__(config)
-            self.services = services
-            self._draining = False
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            media = self.services.media
-            if self._draining or media is None or not media.active:
-                super().handle_exit(sig, frame)
-                return
-            self._draining = True
-            loop = asyncio.get_event_loop()
-            loop.call_soon_threadsafe(lambda: loop.create_task(self._drain(sig, frame)))
-
-        async def _drain(self, sig: int, frame: Any) -> None:
-            from hotline.app import drain_calls
-
-            await drain_calls(self.services)
-            super().handle_exit(sig, frame)
-
-    return DrainingServer
+    DrainingServer(config, app.state.services).run()
 
 
 # --- calls ------------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class CallSession:
         self.reply_from: float | None = None  # when the caller's last turn ended (monotonic)
         self.play_end_ms = 0  # where the queued prompts end on the call's timeline
         self.timing: dict[str, float] = {}
+        self.last_intent: str | None = None  # of the caller's latest turn that has one
         # voice message capture
         self.message_parts: list[str] = []
         self.message_start_ms: int | None = None
@@ -415,6 +416,8 @@ class CallSession:
             "entities": entities,
             "state": state or self.conv.state,
         }
+        if row["intent"] is not None:
+            self.last_intent = row["intent"]
         await self._db(lambda db: add_turn(db, self.call.call_sid, **row))
         self._publish(
             "turn",
@@ -633,18 +636,6 @@ class CallSession:
 
     async def _finish(self, reason: str) -> None:
         outcome = self.outcome or self.conv.outcome or "abandoned"
-        last_intent = await self._db(
-            lambda db: next(
-                iter(
-                    db.query(
-                        "SELECT intent FROM turns WHERE call_sid = ? AND speaker = 'caller' AND intent IS "
-                        "NOT NULL ORDER BY seq DESC LIMIT 1",
-                        [self.call.call_sid],
-                    )
-                ),
-                {},
-            ).get("intent")
-        )
 
         def write(db: Any) -> None:
             upsert_call(
@@ -652,7 +643,7 @@ class CallSession:
                 self.call.call_sid,
                 outcome=outcome,
                 flow_path=json.dumps(self.conv.path, ensure_ascii=False),
-                last_intent=last_intent,
+                last_intent=self.last_intent,
             )
             if self.draft_id is not None and self.ticket_code is None:
                 add_event(db, self.call.call_sid, "draft_left", draft_id=self.draft_id)

@@ -310,7 +310,7 @@ class MediaStreamServer:
                     if len(payload) != FRAME_BYTES_ULAW:
                         log.debug("media frame of %d bytes", len(payload))
                     at = ts // 20 if ts is not None and ts // 20 > frames_in else None
-                    if at is not None and at > frames_in:
+                    if at is not None:
                         # Frames lost in transit: advance the clock past them.
                         call.player.inbound_frames += at - frames_in
                         frames_in = at
