@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from hotline.audio import pcm16_to_ulaw  # noqa: E402
 from hotline.recordings import _espeak  # noqa: E402
-from hotline.replay import Recording, TwilioStandIn  # noqa: E402
+from hotline.replay import Recording  # noqa: E402
 from tests.servers import HotlineServer  # noqa: E402
 
 UTTERANCES = [
@@ -80,7 +79,7 @@ def proc_stats(pid: int) -> tuple[float, float]:
 async def run_calls(
     server: HotlineServer, rec: Recording, n: int
 ) -> tuple[list[float], int, float]:
-    client = TwilioStandIn(server.url, server.auth_token)
+    client = server.twilio(fast=False)
     t0 = time.monotonic()
     results = await asyncio.gather(
         *(client.call(rec, caller=f"+8490{1000000 + i}") for i in range(n)),
@@ -120,10 +119,7 @@ def main() -> None:
     env = {"HOTLINE_ASR": args.asr, "HOTLINE_NLU_MANAGE": "true", "HOTLINE_LOG_LEVEL": "WARNING"}
     server = HotlineServer(tmp / "data", env).start()
     try:
-        for _ in range(120):  # wait for the supervised Rasa to load its model
-            if httpx.get(server.url + "/healthz").json()["nlu"].get("state") == "ready":
-                break
-            time.sleep(1)
+        server.wait_for_nlu()
         print(
             f"{'calls':>5} {'done':>5} {'replies':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
             f"{'wall s':>7} {'cpu %':>6} {'rss MiB':>8}"

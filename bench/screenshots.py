@@ -18,19 +18,22 @@ import asyncio
 import sys
 import tempfile
 import threading
-import time
 import wave
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hotline.replay import Recording, TwilioStandIn  # noqa: E402
+from hotline.replay import Recording  # noqa: E402
 from tests.conftest import base_env  # noqa: E402
-from tests.servers import HotlineServer, TwilioRestStandIn, free_port  # noqa: E402
+from tests.servers import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    HotlineServer,
+    TwilioRestStandIn,
+    free_port,
+)
 
 PASSWORD = "mật-khẩu-minh-họa"
 CALLS = (
@@ -43,33 +46,11 @@ CALLS = (
     "hangup_mid_report",
     "silent_caller",
 )
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 
 
 def replay(server: HotlineServer, name: str, *, fast: bool = True) -> dict[str, Any]:
     rec = Recording.load(ROOT / "recordings" / f"{name}.wav")
-    client = TwilioStandIn(server.url, server.auth_token, public_url=server.public_url, fast=fast)
-    return asyncio.run(client.call(rec)).summary()
-
-
-def wait_for_nlu(server: HotlineServer, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = httpx.get(server.url + "/healthz", timeout=5).json().get("nlu", {}).get("state")
-        if state == "ready":
-            return
-        time.sleep(1)
-    raise RuntimeError(f"Rasa not ready after {timeout} s:\n{server.log()[-3000:]}")
+    return asyncio.run(server.replay(rec, fast=fast)).summary()
 
 
 def login(browser: Any, server: HotlineServer, user: str, width: int = 1280) -> Any:
@@ -159,7 +140,7 @@ def main() -> None:
     }
     server = HotlineServer(tmp / "data", env).start()
     try:
-        wait_for_nlu(server)
+        server.wait_for_nlu()
         for user, role, display in (
             ("lan", "supervisor", "Nguyễn Thị Lan"),
             ("hung", "operator", "Lê Văn Hùng"),
@@ -180,7 +161,7 @@ def main() -> None:
             w.writeframes(b"\0\0" * 48000)
         with sync_playwright() as p:
             browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
+                executable_path=CHROMIUM,
                 args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={silence}"],
             )
             ctx = browser.new_context(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -19,10 +20,25 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
+from hotline.replay import Recording, ReplayResult, TwilioStandIn
+
 ROOT = Path(__file__).resolve().parent.parent
 HOTLINE = Path(sys.executable).parent / "hotline"
 TEST_ACCOUNT_SID = "AC" + "1" * 32
 TEST_AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+# Debian's chromium, started the way this machine's closed network needs.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 
 
 def free_port() -> int:
@@ -94,6 +110,25 @@ class HotlineServer:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"hotline serve not ready after {timeout} s:\n{self.log()}")
+
+    def twilio(self, *, fast: bool = True) -> TwilioStandIn:
+        """A Twilio stand-in that calls this server and signs with its token."""
+        return TwilioStandIn(self.url, self.auth_token, public_url=self.public_url, fast=fast)
+
+    async def replay(
+        self, rec: Recording, *, fast: bool = True, timeout: float = 180.0
+    ) -> ReplayResult:
+        return await asyncio.wait_for(self.twilio(fast=fast).call(rec), timeout)
+
+    def wait_for_nlu(self, timeout: float = 180.0) -> None:
+        """Wait for the Rasa server `hotline serve` supervises to have loaded its model."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            health = httpx.get(self.url + "/healthz", timeout=5).json()
+            if health.get("nlu", {}).get("state") == "ready":
+                return
+            time.sleep(1)
+        raise RuntimeError(f"Rasa not ready after {timeout} s:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -6,7 +6,6 @@ server's stored turns and events are checked against them on the call's audio ti
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from hotline.audio import pcm16_to_ulaw
 from hotline.recordings import _espeak
-from hotline.replay import Recording, TwilioStandIn
+from hotline.replay import Recording
 from tests.servers import HotlineServer
 
 # A caller number with a sidecar in recordings/ (its texts stand in for recognition).
@@ -39,8 +38,7 @@ def recording(tmp_path: Path, speech: np.ndarray, turns: list[dict[str, Any]]) -
 
 
 async def run(server: HotlineServer, rec: Recording) -> Any:
-    client = TwilioStandIn(server.url, server.auth_token, public_url=server.public_url, fast=True)
-    return await asyncio.wait_for(client.call(rec), timeout=120)
+    return await server.replay(rec, timeout=120)
 
 
 def rows(server: HotlineServer, sql: str, *params: Any) -> list[dict[str, Any]]:

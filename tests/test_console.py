@@ -25,23 +25,11 @@ import yaml
 from click.testing import CliRunner
 
 from hotline.calls import add_turn
-from hotline.replay import Recording, TwilioStandIn
+from hotline.replay import Recording
 from tests.conftest import base_env
-from tests.servers import ROOT, HotlineServer, TwilioRestStandIn
+from tests.servers import CHROMIUM, CHROMIUM_ARGS, ROOT, HotlineServer, TwilioRestStandIn
 
 PASSWORD = "mật-khẩu-thử-123"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 XSS = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">'
 
 pytestmark = pytest.mark.nlu
@@ -49,8 +37,7 @@ pytestmark = pytest.mark.nlu
 
 def replay(server: HotlineServer, name: str) -> dict[str, Any]:
     rec = Recording.load(ROOT / "recordings" / f"{name}.wav")
-    client = TwilioStandIn(server.url, server.auth_token, public_url=server.public_url, fast=True)
-    return asyncio.run(asyncio.wait_for(client.call(rec), 120)).summary()
+    return asyncio.run(server.replay(rec, timeout=120)).summary()
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ in the ticket must be exactly what the engine heard on the call."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hotline.replay import Recording, TwilioStandIn, check_expectations
+from hotline.replay import Recording, check_expectations
 from tests.conftest import base_env
 from tests.servers import ROOT, HotlineServer, TwilioRestStandIn, free_port
 
@@ -56,8 +55,7 @@ async def test_live_recognition_replay(live_server: tuple[str, HotlineServer]) -
         if (d := yaml.safe_load(p.read_text()))["asr"] == "live" and d["engine"] == engine
     )
     rec = Recording.load(path.with_suffix(".wav"))
-    client = TwilioStandIn(server.url, server.auth_token, public_url=server.public_url, fast=True)
-    result = await asyncio.wait_for(client.call(rec), timeout=240)
+    result = await server.replay(rec, timeout=240)
     summary = result.summary()
     problems = check_expectations(summary, rec.sidecar["expect"])
     assert not problems, problems

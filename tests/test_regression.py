@@ -9,7 +9,6 @@ engine they name, through a server started with that engine.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hotline.replay import Recording, TwilioStandIn, check_expectations
+from hotline.replay import Recording, check_expectations
 from tests.conftest import OPERATOR_NUMBER, SMS_FROM, base_env
 from tests.servers import ROOT, HotlineServer, TwilioRestStandIn
 
@@ -100,9 +99,7 @@ async def replay(server: HotlineServer, path: Path) -> dict[str, Any]:
     rec = Recording.load(path.with_suffix(".wav"))
     if rec.sidecar.get("seed_ticket"):
         seed_ticket(server, rec.sidecar["seed_ticket"])
-    client = TwilioStandIn(server.url, server.auth_token, public_url=server.public_url, fast=True)
-    result = await asyncio.wait_for(client.call(rec), timeout=180)
-    return result.summary()
+    return (await server.replay(rec)).summary()
 
 
 @pytest.mark.nlu

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import websockets
 
-from hotline.replay import Recording, TwilioStandIn, parse_connect_stream
+from hotline.replay import Recording, parse_connect_stream
 from hotline.telephony.signature import SIGNATURE_HEADER, sign
 from tests.servers import HotlineServer
 
@@ -318,10 +318,7 @@ async def test_replayed_call_is_stored_with_its_audio(
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
         w.writeframes(b"\x00\x00" * 8000 * 2)
     (tmp_path / "silent.yml").write_text("caller: '+84905000111'\nturns:\n  - silence: 60\n")
-    client = TwilioStandIn(
-        plain_server.url, plain_server.auth_token, public_url=plain_server.public_url, fast=True
-    )
-    result = await client.call(Recording.load(wav))
+    result = await plain_server.replay(Recording.load(wav))
     assert result.closed_by == "server"
     assert result.marks_received and set(result.marks_received) <= set(result.marks_echoed)
     summary = result.summary()
