@@ -168,10 +168,10 @@ class _Owner:
         engine = self.engine
         settings = (req.voice, req.rate, req.volume)
         self.errors.clear()
-        # Set every time (three cheap calls): a setting espeak-ng dropped is not remembered as set.
-        engine.setProperty("voice", req.voice)
-        engine.setProperty("rate", req.rate)
-        engine.setProperty("volume", req.volume)
+        if settings != self.applied:
+            engine.setProperty("voice", req.voice)
+            engine.setProperty("rate", req.rate)
+            engine.setProperty("volume", req.volume)
         buf = io.BytesIO()  # wave.open on a file object never hangs on a bad path
         engine.save_to_file(req.text, buf)
         engine.runAndWait()
