@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse
 
+import hotline.schema  # noqa: F401  (registers every table)
 from hotline.config import Settings
 from hotline.live import LiveHub
 from hotline.store import Store

@@ -78,6 +78,7 @@ def calls() -> None:
 
 
 def _db(settings: Settings) -> Any:
+    import hotline.schema  # noqa: F401  (registers every table)
     from hotline.store import open_db
 
     return open_db(settings.db_path)

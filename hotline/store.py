@@ -1,8 +1,10 @@
 """The one SQLite file behind the hotline, opened with sqlite-utils.
 
-Each domain module declares its tables with `Table` specs and registers them here through
-`register_schema`; `open_db` creates missing tables and adds missing columns, so a database
-written by an older version is migrated at start without losing rows.
+Each domain module declares its tables with `Table` specs and registers them through
+`register_schema` when it is imported; this module knows no domain. `hotline.schema` imports
+them all, for the entry points that open the database. `open_db` creates missing tables and adds
+missing columns, so a database written by an older version is migrated at start without losing
+rows.
 
 Writes go through `Store`, which serialises them on one connection and runs them off the
 event loop (a call never waits on another call's disk write).
@@ -72,13 +74,6 @@ def _ensure_table(db: sqlite_utils.Database, spec: Table) -> None:
             table.create_index(list(cols), unique=True, if_not_exists=True)
 
 
-def _import_schemas() -> None:
-    # Importing the domain modules registers their tables.
-    import hotline.calls  # noqa: F401
-    import hotline.console.store  # noqa: F401
-    import hotline.tickets.store  # noqa: F401
-
-
 def open_db(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +88,6 @@ def open_db(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
     # see Store.write(durable=True).
     db.execute("PRAGMA synchronous = NORMAL")
     if migrate:
-        _import_schemas()
         with db.atomic():
             for spec in _SCHEMAS:
                 _ensure_table(db, spec)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import hotline.schema  # noqa: F401  (every table, as the entry points register them)
 from tests.nlu_fixtures import nlu_env, nlu_model, nlu_settings, rasa_server  # noqa: F401
 from tests.servers import ROOT, TEST_ACCOUNT_SID, HotlineServer, TwilioRestStandIn, free_port
 

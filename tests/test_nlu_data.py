@@ -13,8 +13,8 @@ from hotline.config import REPO_ROOT
 from hotline.nlu import gen_lookups
 from hotline.nlu.gazetteer import normalize_location
 from hotline.nlu.gen_lookups import plain, read_intents
-from hotline.nlu.textnorm import digits_from_speech, fold, strip_diacritics
 from hotline.nlu.train import DATA_DIR, INTENTS, TEST_DIR
+from hotline.text import digits_from_speech, fold, strip_diacritics
 
 NLU_DIR = REPO_ROOT / "nlu_models"
 ENTITY = re.compile(r"\[([^\]]+)\]\(([a-z_]+)\)")

@@ -7,7 +7,7 @@ import unicodedata
 import pytest
 
 from hotline.nlu.gazetteer import convert_legacy_ward, normalize_location
-from hotline.nlu.textnorm import clean_utterance, digits_from_speech, fold, strip_diacritics
+from hotline.text import clean_utterance, digits_from_speech, fold, strip_diacritics
 
 
 def test_old_address_converts_to_new_unit_by_code() -> None:

@@ -28,6 +28,7 @@ def _settings() -> Settings:
 
 
 def _db() -> Any:
+    import hotline.schema  # noqa: F401  (registers every table)
     from hotline.store import open_db
 
     return open_db(_settings().db_path)

@@ -193,8 +193,8 @@ class ExportResult:
 def _known_examples(exclude: Path | None) -> tuple[set[tuple[str, str]], set[str]]:
     """(intent, folded text) pairs of the training data, and the folded test utterances."""
     from hotline.nlu.gen_lookups import plain, read_intents
-    from hotline.nlu.textnorm import fold
     from hotline.nlu.train import DATA_DIR, TEST_DIR
+    from hotline.text import fold
 
     def files(directory: Path, pattern: str) -> list[Path]:
         out = sorted(directory.glob(pattern)) if directory.is_dir() else []
@@ -212,7 +212,7 @@ def _known_examples(exclude: Path | None) -> tuple[set[tuple[str, str]], set[str
 def render_corrections(db: sqlite_utils.Database, *, exclude: Path | None = None) -> ExportResult:
     """The corrections as a Rasa 3.x NLU file (version "3.1")."""
     from hotline.nlu.gen_lookups import plain
-    from hotline.nlu.textnorm import fold
+    from hotline.text import fold
 
     try:
         train, test = _known_examples(exclude)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hotline.dialogue.flow import AFTER_SAY, AWAITING, GROUPS, Flow, State, Transition
-from hotline.nlu.textnorm import fold
+from hotline.text import fold
 
 # --- events ---------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from hotline.nlu import textnorm
+from hotline import text as vntext
 
 INTENTS: tuple[str, ...] = ("ask_public_service", "ask_hotline_info")
 
@@ -128,7 +128,7 @@ class Menu:
 
 def fold(text: str) -> str:
     """Lower case, no tones or marks, đ -> d, words (letters and digits) separated by spaces."""
-    return " ".join(_TOKEN_RE.findall(textnorm.fold(text)))
+    return " ".join(_TOKEN_RE.findall(vntext.fold(text)))
 
 
 def content_tokens(folded_tokens: Iterable[str]) -> tuple[str, ...]:

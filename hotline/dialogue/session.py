@@ -20,9 +20,8 @@ from zoneinfo import ZoneInfo
 
 from hotline.calls import add_event, add_turn, upsert_call
 from hotline.dialogue import engine as fe
-from hotline.nlu.textnorm import fold
 from hotline.speech.turns import SpeechEnded, SpeechStarted, TurnDetector
-from hotline.telephony import twiml
+from hotline.text import fold
 from hotline.tickets import store as tickets
 
 log = logging.getLogger(__name__)
@@ -604,7 +603,7 @@ class CallSession:
             number = ""  # a browser test call cannot be bridged to a phone
         if number and not self.ended:
             await self.call.player.drain(DRAIN_TIMEOUT_S)  # let "please hold" be heard
-            ok = await self.call.transfer(twiml.dial(number))
+            ok = await self.call.transfer(number)
         await self._event("transfer", to=to, ok=ok)
         if ok:
             self._set_outcome("transferred" if to == "operator" else "emergency")

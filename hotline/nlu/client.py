@@ -25,7 +25,7 @@ import httpx
 from hotline.config import Settings, load_settings
 from hotline.intents import FALLBACK_INTENT
 from hotline.nlu.gazetteer import Location, normalize_location
-from hotline.nlu.textnorm import DIGIT_WORDS, clean_utterance, digits_from_speech, fold
+from hotline.text import DIGIT_WORDS, clean_utterance, digits_from_speech, fold
 
 POSTPROCESS_EXTRACTOR = "hotline.postprocess"
 

@@ -26,7 +26,7 @@ from vietnam_provinces.legacy import District as LegacyDistrict
 from vietnam_provinces.legacy import ProvinceCode as LegacyProvinceCode
 from vietnam_provinces.legacy import Ward as LegacyWard
 
-from hotline.nlu.textnorm import DIGIT_WORDS, fold, nfc
+from hotline.text import DIGIT_WORDS, fold, nfc
 
 NEW_PROVINCE_CODE = 44  # Tỉnh Quảng Trị after the 2025 merger
 LEGACY_QUANG_TRI = 45

@@ -28,7 +28,7 @@ import yaml
 
 from hotline.config import REPO_ROOT
 from hotline.nlu import gazetteer as gz
-from hotline.nlu.textnorm import fold, nfc, spoken_digit_words, strip_diacritics
+from hotline.text import fold, nfc, spoken_digit_words, strip_diacritics
 
 DATA_DIR = REPO_ROOT / "nlu_models" / "data"
 INTENTS_DIR = DATA_DIR / "intents"

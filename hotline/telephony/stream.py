@@ -20,7 +20,7 @@ from hotline.audio import FRAME_BYTES_ULAW, ulaw_to_pcm16
 from hotline.calls import add_event, caller_hash, mask_number, upsert_call
 from hotline.recording import CallRecorder
 from hotline.store import Store, now_iso
-from hotline.telephony import protocol
+from hotline.telephony import protocol, twiml
 from hotline.telephony.player import Player
 from hotline.telephony.signature import SIGNATURE_HEADER, SignatureChecker
 
@@ -83,10 +83,11 @@ class TwilioCall:
             with contextlib.suppress(Exception):
                 await self.websocket.close()
 
-    async def transfer(self, twiml: str) -> bool:
+    async def transfer(self, number: str) -> bool:
+        """Hand the caller to a phone number: Twilio's call is redirected to a <Dial>."""
         if self.transfer_fn is None:
             return False
-        ok = bool(await self.transfer_fn(self.call_sid, twiml))
+        ok = bool(await self.transfer_fn(self.call_sid, twiml.dial(number)))
         if ok:
             self.hangup_reason = "transfer"
         return ok

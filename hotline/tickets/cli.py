@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 import sqlite_utils
 
+import hotline.schema  # noqa: F401  (registers every table)
 from hotline.calls import mask_number
 from hotline.config import ConfigError, load_settings
 from hotline.store import open_db

@@ -1,6 +1,7 @@
-"""Text helpers shared by the NLU client, the gazetteer and the data generators.
+"""Vietnamese text helpers: NFC, diacritic folding and spoken digits.
 
-Everything here is pure Python (no Rasa), so the app venv and the generators can use it.
+Used by the flow engine, the knowledge base, the NLU client, the gazetteer and the data
+generators alike, so they live outside any one of them. Pure Python (no Rasa).
 """
 
 from __future__ import annotations
