@@ -242,14 +242,15 @@ def _print_replay(s: dict[str, Any]) -> None:
         f"== {s['recording_file']}: call {s['call_sid']} -> {s['outcome']} ({s['hangup_reason']})"
     )
     click.echo(f"   path: {' > '.join(s['path'])}")
+    if s.get("first_question_s") is not None:
+        click.echo(f"   first question said by {s['first_question_s']:.1f} s")
     for t in s["turns"]:
         who = "caller" if t["speaker"] == "caller" else "bot   "
         intent = f" [{t['intent']}]" if t.get("intent") else ""
         click.echo(f"   {who} {t['text']}{intent}")
-    if s.get("ticket"):
+    for t in s.get("tickets") or ([s["ticket"]] if s.get("ticket") else []):
         click.echo(
-            f"   ticket {s['ticket']['code']} {s['ticket']['category']} -> "
-            f"{s['ticket'].get('agency_name')} ({s['ticket']['status']})"
+            f"   ticket {t['code']} {t['category']} -> {t.get('agency_name')} ({t['status']})"
         )
     for p in s.get("problems", []):
         click.echo(f"   PROBLEM: {p}")

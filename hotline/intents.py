@@ -21,6 +21,10 @@ CONVERSATION_INTENTS: tuple[str, ...] = (
     "repeat",
     "emergency",
     "out_of_scope",
+    # Conversation repair: "thôi khỏi, không phản ánh nữa", "à nhầm, ...", "nói chậm thôi".
+    "cancel",
+    "correct",
+    "slow_down",
 )
 INTENTS: tuple[str, ...] = REPORT_INTENTS + ENQUIRY_INTENTS + CONVERSATION_INTENTS
 # What Rasa's FallbackClassifier answers below its confidence threshold.

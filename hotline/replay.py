@@ -83,6 +83,20 @@ class ReplayResult:
     bot_audio: bytearray = field(default_factory=bytearray)
     call: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    # (mark, call frame, bot audio frames played by then), as the caller's line reached it
+    marks_played: list[tuple[str, int, int]] = field(default_factory=list)
+    first_audio_frame: int | None = None
+
+    def first_question_s(self, prompt: str = "open_question") -> float | None:
+        """Seconds from the answer until the first open question has been said: how long a
+        caller waits before they can speak (greeting, disclosures and the question). Counted
+        as the wait for the first audio plus the audio played up to the question's mark, so
+        --fast replays (which play prompts faster than the server queues them) give the
+        figure a real-time call would."""
+        for name, _frame, audio_frames in self.marks_played:
+            if name.endswith(f"-{prompt}"):
+                return round(((self.first_audio_frame or 1) - 1 + audio_frames) * 0.02, 2)
+        return None
 
     def summary(self) -> dict[str, Any]:
         call = self.call or {}
@@ -103,13 +117,17 @@ class ReplayResult:
                         "intent",
                         "intent_confidence",
                         "start_ms",
+                        "end_ms",
                         "interrupted",
                     )
                 }
                 for t in turns
             ],
             "bot_said": [t["text"] for t in turns if t.get("speaker") == "bot"],
+            "first_question_s": self.first_question_s(),
+            "events": [e.get("kind") for e in call.get("events", [])],
             "ticket": call.get("ticket"),
+            "tickets": call.get("tickets", []),
             "drafts": call.get("drafts", []),
             "recording": call.get("recording_path"),
             "stream": {
@@ -399,7 +417,11 @@ class _Sender:
             return
         self.result.frames_sent += 1
         for name in self.line.tick(self.frame):
+            played = len(self.result.bot_audio) // FRAME_BYTES_ULAW
+            self.result.marks_played.append((name, self.frame, played))
             await self._echo_mark(name)
+        if self.result.first_audio_frame is None and self.result.bot_audio:
+            self.result.first_audio_frame = self.frame
 
     async def send_audio(self, ulaw: bytes) -> None:
         for i in range(0, len(ulaw), FRAME_BYTES_ULAW):
@@ -492,7 +514,11 @@ class _Sender:
                     await self.send_dtmf(digit)
                     await self.send_silence(0.2)
             elif "silence" in turn:
+                marks = len(self.result.marks_received)
                 await self.send_silence(float(turn["silence"]))
+                if turn.get("wait"):
+                    self.marks_at_turn_end = marks
+                    await self.wait_for_bot()  # for what the silence made the bot say
                 continue
             if turn.get("hangup"):
                 await self.stop()
@@ -592,6 +618,40 @@ def check_expectations(summary: dict[str, Any], expect: dict[str, Any]) -> list[
                         )
                 elif ticket.get(key) != value:
                     problems.append(f"ticket {key} {ticket.get(key)!r}, expected {value!r}")
+    tickets = summary.get("tickets") or []
+    if "tickets" in expect:
+        wanted = expect["tickets"]
+        if len(tickets) != len(wanted):
+            problems.append(f"{len(tickets)} tickets opened, expected {len(wanted)}")
+        for k, (got, want_t) in enumerate(zip(tickets, wanted, strict=False)):
+            for key, value in (want_t or {}).items():
+                if key.endswith("_contains"):
+                    name = key[: -len("_contains")]
+                    if str(value).lower() not in str(got.get(name) or "").lower():
+                        problems.append(f"ticket {k + 1} {name} {got.get(name)!r} lacks {value!r}")
+                elif got.get(key) != value:
+                    problems.append(f"ticket {k + 1} {key} {got.get(key)!r}, expected {value!r}")
+    if "cancelled_drafts" in expect:
+        n = sum(1 for d in summary.get("drafts", []) if d.get("closed_at"))
+        if n != expect["cancelled_drafts"]:
+            problems.append(f"{n} cancelled drafts, expected {expect['cancelled_drafts']}")
+    for kind in expect.get("events_include", []):
+        if kind not in summary.get("events", []):
+            problems.append(f"no {kind!r} event on the call")
+    slower = expect.get("slower_repeat")
+    if slower:
+        # The same prompt said again after "nói chậm thôi" lasts longer than the first time.
+        spans = [
+            (t.get("end_ms") or 0) - (t.get("start_ms") or 0)
+            for t in summary.get("turns", [])
+            if t.get("speaker") == "bot" and slower in (t.get("text") or "")
+        ]
+        if len(spans) < 2 or spans[1] < 1.2 * spans[0]:
+            problems.append(f"{slower!r} was not said again slower: {spans} ms")
+    limit = expect.get("first_question_max_s")
+    fq = summary.get("first_question_s")
+    if limit is not None and (fq is None or fq > float(limit)):
+        problems.append(f"the first question was said by {fq} s, expected by {limit} s")
     if "drafts" in expect and len(summary.get("drafts", [])) != expect["drafts"]:
         problems.append(f"{len(summary.get('drafts', []))} drafts, expected {expect['drafts']}")
     if "clears_min" in expect and summary["stream"]["clears"] < expect["clears_min"]:

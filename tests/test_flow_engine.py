@@ -54,7 +54,9 @@ def test_greeting_gives_the_recording_notice_and_an_open_question(flow, kb) -> N
     actions = fe.Conversation(flow, kb).start()
     text = said(actions)
     assert "ghi âm" in text
-    assert "Xin mời quý vị nói nội dung cần phản ánh hoặc cần hỏi" in text
+    assert "trợ lý tự động" in text.lower()  # the AI Law: callers know they talk to a machine
+    assert "Quý vị cần phản ánh hay hỏi gì?" in text
+    assert "bấm phím 1" not in text  # the keypad hint waits for a silence or a miss
     assert isinstance(actions[-1], fe.Listen) and actions[-1].mode == "speech"
 
 
@@ -101,10 +103,12 @@ def test_report_without_a_place_asks_for_it(flow, kb) -> None:
     assert "ở thôn phước mỹ" in said(a)
 
 
-def test_report_denied_is_taken_again(flow, kb) -> None:
+def test_report_denied_then_start_again_is_taken_again(flow, kb) -> None:
     c = convo(flow, kb)
     c.handle(utter("đường bị sụt lún", "report_infrastructure", location=PLACE))
     a = c.handle(fe.Digit("2"))
+    assert c.state == "report_fix" and not of(a, fe.OpenTicket)
+    a = c.handle(fe.Digit("3"))
     assert c.state == "report_redo" and not of(a, fe.OpenTicket)
     a = c.handle(utter("đèn đường hư cả tuần ở khu phố 3", "report_infrastructure", location=PLACE))
     assert c.state == "report_confirm"

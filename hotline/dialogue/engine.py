@@ -9,10 +9,12 @@ answers with an event (`TicketOpened`, `TicketLookup`, `TransferResult`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hotline.dialogue.flow import AFTER_SAY, AWAITING, GROUPS, Flow, State, Transition
+from hotline.intents import FALLBACK_INTENT
 from hotline.text import fold
 
 # --- events ---------------------------------------------------------------------------------
@@ -27,6 +29,11 @@ class Utterance:
     ticket_code: str | None = None
     phone_number: str | None = None
     nlu_down: bool = False
+    # The NLU's intents, best first: two close ones make the flow ask instead of guessing.
+    ranking: tuple[tuple[str, float], ...] = ()
+    # The words after a correction marker ("không phải, ở xã Gio Linh" -> "ở xã Gio Linh"),
+    # understood on their own: what the caller is correcting the read-back to.
+    fragment: Utterance | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,20 @@ class SendSms:
 
 
 @dataclass(frozen=True)
+class CancelDraft:
+    """The caller withdrew the report in progress: operators still see it, as cancelled."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetPace:
+    """Speak slower (or normally again) for the rest of the call."""
+
+    pace: str  # slow | normal
+
+
+@dataclass(frozen=True)
 class SetOutcome:
     outcome: str
 
@@ -154,6 +175,8 @@ Action = (
     | LookupTicket
     | Transfer
     | SendSms
+    | CancelDraft
+    | SetPace
     | SetOutcome
     | Hangup
 )
@@ -181,6 +204,53 @@ def spell_digits(code: str) -> str:
         half = len(digits) - 4
         return " ".join(digits[:half]) + ", " + " ".join(digits[half:])
     return " ".join(digits)
+
+
+_PLACE_WORDS = ("o", "tai")  # folded "ở", "tại": "ở thôn Tân An" is a place
+_REPORT_SLOTS = (
+    "category",
+    "description",
+    "location",
+    "location_raw",
+    "message_span",
+    "channel",
+    "priority",
+)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in (fold(t).strip(".,;:!?…") for t in text.split()) if w]
+
+
+def split_correction(text: str, markers: Iterable[str], fillers: Iterable[str] = ()) -> str | None:
+    """What follows a correction marker at the start of `text`.
+
+    "không phải, ở xã Gio Linh" -> "ở xã Gio Linh"; "à nhầm, ở thôn Tân An" -> "ở thôn Tân An";
+    "không phải mất điện, là mất nước" -> "mất nước" (the new value follows "là"); a bare
+    "không" -> ""; no marker -> None. Markers and fillers are matched without diacritics.
+    """
+    tokens = text.split()
+    folded = [fold(t).strip(".,;:!?…") for t in tokens]
+    fill = {fold(f) for f in fillers}
+    i = 0
+    while i < len(folded) and (folded[i] in fill or not folded[i]):
+        i += 1
+    best = 0
+    for marker in markers:
+        m = fold(marker).split()
+        if m and folded[i : i + len(m)] == m and len(m) > best:
+            best = len(m)
+    if not best:
+        return None
+    rest_tokens = tokens[i + best :]
+    rest_folded = folded[i + best :]
+    # "không phải X, (mà) là Y": the value the caller means is Y.
+    if "la" in rest_folded:
+        k = len(rest_folded) - 1 - rest_folded[::-1].index("la")
+        if k + 1 < len(rest_tokens):
+            rest_tokens = rest_tokens[k + 1 :]
+    rest = " ".join(rest_tokens).strip(" ,.;:!?…")
+    return rest if [w for w in _words(rest) if w not in fill] else ""
 
 
 def _short(text: str, words: int = 16) -> str:
@@ -258,21 +328,32 @@ class Conversation:
         s = self.current
         if not u.text.strip():
             return self._nomatch(u)  # noise, or speech the recognizer made nothing of
+        if self.ctx.get("clarify") and self.state == self.flow.clarify_state:
+            choice = self._choice(u)
+            if choice is not None:
+                return self._clarified(choice)
         if u.nlu_down:
-            # Without NLU, a code or digits can still be understood; anything else goes to people.
-            if s.listen == "digits" and (u.ticket_code or re.search(r"\d", u.text)):
-                self.ctx["code_input"] = u.ticket_code or re.sub(r"\D", "", u.text)
-                return self._fire("digits", u) or []
-            return self._fire("nlu_down", u) or self._go(Transition(self.flow.nomatch_exhausted))
+            return self._without_nlu(u)
         intent = u.intent
         low = u.confidence is not None and u.confidence < self.flow.min_confidence
-        if intent in (None, "nlu_fallback") or low:
+        if intent in (None, FALLBACK_INTENT) or low:
             intent = None
         if s.listen == "digits" and u.ticket_code:
             self.ctx["code_input"] = u.ticket_code
             t = self._fire("digits", u)
             if t is not None:
                 return t
+        fix = self._correction(u, intent)
+        if fix is not None:
+            self.misses = 0
+            return self._take(s.on[fix], u)
+        said = " " + " ".join(_words(u.text)) + " "
+        for words, t in s.choices:
+            if any(f" {fold(w)} " in said for w in words):
+                self.misses = 0
+                return self._take(t, u)
+        if self._ambiguous(u, intent):
+            return self._clarify(u)
         if intent is not None:
             t = self._lookup(intent)
             if t is not None:
@@ -286,8 +367,126 @@ class Conversation:
             return self._take(t, u)
         return self._nomatch(u)
 
+    def _without_nlu(self, u: Utterance) -> list[Action]:
+        """NLU is down: what can still be understood is, so a confirmation is not lost."""
+        s = self.current
+        if s.listen == "digits" and (u.ticket_code or re.search(r"\d", u.text)):
+            self.ctx["code_input"] = u.ticket_code or re.sub(r"\D", "", u.text)
+            return self._fire("digits", u) or []
+        if s.grammar == "yes_no":
+            answer = self._yes_no(u.text)
+            if answer is not None:
+                t = self._lookup(answer)
+                if t is not None:
+                    return self._take(t, u)
+        if "any" in s.on:
+            return self._take(s.on["any"], u)  # a place or a description: the words are enough
+        return self._fire("nlu_down", u) or self._go(Transition(self.flow.nomatch_exhausted))
+
+    def _yes_no(self, text: str) -> str | None:
+        """affirm / deny from the words alone ("dạ không" is a no), or None."""
+        words = " " + " ".join(_words(text)) + " "
+        for intent, key in (("deny", "no_words"), ("affirm", "yes_words")):
+            if any(f" {fold(w)} " in words for w in self.flow.repairs.get(key, [])):
+                return intent
+        return None
+
+    # --- repairs: corrections and clarification ------------------------------------------
+    def _correction(self, u: Utterance, intent: str | None) -> str | None:
+        """Which correction transition this utterance takes at a read-back, if any.
+
+        `correction`: the caller gives a new place or content ("không, ở xã Gio Linh", "à nhầm,
+        ở thôn Tân An", "không phải mất điện, là mất nước"); `code_correction`: a new code.
+        A bare "không" is not a correction: the state's `deny` asks what to change.
+        """
+        s = self.current
+        if "correction" not in s.on and "code_correction" not in s.on:
+            return None
+        frag = u.fragment
+        marked = frag is not None or intent in ("deny", "correct")
+        if frag is None:
+            if intent == "affirm":
+                return None
+            frag = u
+        if "code_correction" in s.on and marked and frag.ticket_code:
+            self.ctx["code_input"] = frag.ticket_code
+            return "code_correction"
+        if "correction" not in s.on:
+            return None
+        words = _words(frag.text)
+        if not words:
+            return None
+        kind = None
+        if frag.location or (words[0] in _PLACE_WORDS and len(words) > 1):
+            kind = "place"
+        elif marked and (
+            (frag.intent or "").startswith("report_") or (len(words) >= 2 and frag is not u)
+        ):
+            kind = "content"
+        if kind is None:
+            return None
+        self.ctx["correction"] = {"kind": kind, "fragment": frag}
+        return "correction"
+
+    def _ambiguous(self, u: Utterance, intent: str | None) -> bool:
+        """Two intents too close to call, which would take the call different ways."""
+        margin = self.flow.clarify_margin
+        s = self.current
+        if not margin or not self.flow.clarify_state or s.listen != "speech" or s.grammar:
+            return False
+        top = [(i, c) for i, c in u.ranking if i != FALLBACK_INTENT][:2]
+        if len(top) < 2:
+            return False
+        (i1, c1), (i2, c2) = top
+        labels = self.flow.labels.get("intents", {})
+        if i1 not in labels or i2 not in labels or c1 - c2 >= margin:
+            return False
+        if c1 + c2 < self.flow.clarify_floor or (intent is not None and intent != i1):
+            return False
+        t1, t2 = self._lookup(i1), self._lookup(i2)
+        if t1 is None or t2 is None:
+            return False
+        # Two report categories share a transition but not an agency: still worth asking.
+        return t1 != t2 or i1 != i2
+
+    def _clarify(self, u: Utterance) -> list[Action]:
+        top = [i for i, _ in u.ranking if i != FALLBACK_INTENT][:2]
+        self.ctx["clarify"] = {"options": top, "utterance": u, "state": self.state}
+        return self._enter(self.flow.clarify_state)
+
+    def _choice(self, u: Utterance | str) -> str | None:
+        """Which of the two offered intents the caller picked: by key, by its intent, by the
+        words of its label, or by "cái đầu" / "cái sau"."""
+        options: list[str] = self.ctx["clarify"]["options"]
+        if isinstance(u, str):
+            return options[int(u) - 1] if u in ("1", "2") else None
+        if u.intent in options and (u.confidence or 0) >= self.flow.min_confidence:
+            return u.intent
+        said = set(_words(u.text))
+        labels = self.flow.labels.get("intents", {})
+        sets = [set(_words(labels.get(o, ""))) for o in options]
+        scores = [len((sets[k] - sets[1 - k]) & said) for k in (0, 1)]
+        if scores[0] != scores[1]:
+            return options[0 if scores[0] > scores[1] else 1]
+        ordinals = self.flow.repairs.get("ordinals", {})
+        for k, key in enumerate(("first", "second")):
+            if any(fold(w) in " ".join(_words(u.text)) for w in ordinals.get(key, [])):
+                return options[k]
+        return None
+
+    def _clarified(self, choice: str) -> list[Action]:
+        c = self.ctx.pop("clarify")
+        self.state = c["state"]
+        self.path.append(self.state)
+        self.misses = 0
+        return self._utterance(replace(c["utterance"], intent=choice, confidence=1.0, ranking=()))
+
     def _digit(self, digit: str) -> list[Action]:
         s = self.current
+        if self.ctx.get("clarify") and self.state == self.flow.clarify_state:
+            choice = self._choice(digit)
+            if choice is not None:
+                return self._clarified(choice)
         if s.listen == "digits":
             if digit in s.dtmf:
                 return self._take(s.dtmf[digit], None)
@@ -360,6 +559,10 @@ class Conversation:
             return []
         self.waiting = None
         self.ctx.update(values)
+        if key == "ticket_opened":
+            # That report is filed: whatever the caller reports next is a new one.
+            self._clear_report()
+            self.ctx.setdefault("codes", []).append(values.get("code"))
         if key in ("lookup_invalid", "lookup_not_found"):
             # A code heard wrong twice in a row: a person will do better than a third try.
             self.misses += 1
@@ -398,6 +601,9 @@ class Conversation:
             return actions + self._reprompt(None)
         if t.goto == "repeat_last":
             return actions + self._repeat_last()
+        if t.goto == "return":
+            # Back to where the caller was (after a digression), its prompts said again.
+            return actions + self._enter(self.state, event)
         if t.goto is None:
             return actions + self._listen_again()
         return actions + self._enter(t.goto, event)
@@ -411,6 +617,8 @@ class Conversation:
         self.state = name
         self.path.append(name)
         self.digits = ""
+        if name != self.flow.clarify_state:
+            self.ctx.pop("clarify", None)
         s = self.current
         actions: list[Action] = [EnterState(name)]
         if s.outcome and self._set_outcome(s.outcome):
@@ -503,6 +711,24 @@ class Conversation:
                 for key in ("description", "location", "location_raw", "message_span"):
                     c.pop(key, None)
                 return []
+            case "apply_correction":
+                return self._apply_correction()
+            case "replace_content":
+                if u is not None:
+                    if u.intent and u.intent.startswith("report_"):
+                        c["category"] = u.intent
+                    c["description"] = u.text.strip()
+                return [SaveDraft(self._draft())]
+            case "cancel_report":
+                had = self._has_report()
+                self._clear_report()
+                return [CancelDraft("caller")] if had else []
+            case "mark_urgent":
+                c["priority"] = "urgent"
+                return [SaveDraft(self._draft())] if self._has_report() else []
+            case "slow_down":
+                c["pace"] = "slow"
+                return [SetPace("slow")]
             case "open_ticket":
                 self.waiting = AWAITING[name]
                 return [OpenTicket(self._draft())]
@@ -556,6 +782,8 @@ class Conversation:
                 return bool(c.get("answer"))
             case "has_followup":
                 return c.get("followup") is not None
+            case "has_report":
+                return self._has_report()
         raise ValueError(f"unknown condition {name!r}")
 
     def _draft(self) -> dict[str, Any]:
@@ -567,7 +795,39 @@ class Conversation:
             "location": c.get("location"),
             "channel": c.get("channel", "voice"),
             "message_span": c.get("message_span"),
+            "priority": c.get("priority", "normal"),
         }
+
+    def _has_report(self) -> bool:
+        c = self.ctx
+        return bool(c.get("description") or c.get("location_raw") or c.get("message_span"))
+
+    def _clear_report(self) -> None:
+        for key in _REPORT_SLOTS:
+            self.ctx.pop(key, None)
+
+    def _apply_correction(self) -> list[Action]:
+        """Replace only the slot the caller corrected; the others keep their values."""
+        c = self.ctx
+        fix = c.pop("correction", None)
+        if not fix:
+            return []
+        frag: Utterance = fix["fragment"]
+        if fix["kind"] == "place":
+            if frag.location:
+                c["location"] = frag.location
+                c["location_raw"] = frag.location.get("raw") or frag.text
+            else:
+                words = frag.text.split()
+                if words and fold(words[0]).strip(".,") in ("o", "tai"):
+                    words = words[1:]  # "ở thôn Tân An": the place is "thôn Tân An"
+                c["location_raw"] = " ".join(words).strip(" ,.")
+                c.pop("location", None)
+        else:
+            if frag.intent and frag.intent.startswith("report_"):
+                c["category"] = frag.intent
+            c["description"] = frag.text.strip()
+        return [SaveDraft(self._draft())]
 
     def _kb_answer(self, u: Utterance | None) -> str:
         if self.kb is None:
@@ -610,6 +870,7 @@ class Conversation:
             "lookup_code": spell_digits(str(c.get("lookup_code", ""))),
             "category": labels.get(c.get("category", ""), c.get("category", "")),
             "place": place,
+            "place_clause": f", tại {place}" if loc or c.get("location_raw") else "",
             "description": _short(c.get("description", "")),
             "answer": c.get("answer", ""),
             "ticket_status": c.get("ticket_status", ""),
@@ -623,7 +884,13 @@ class Conversation:
             "kb_menu": self.kb.menu.prompt if self.kb is not None else "",
             "kb_menu_invalid": self.kb.menu.invalid if self.kb is not None else "",
             "emergency_line": c.get("emergency_line", ""),
+            **self._choices(),
         }
+
+    def _choices(self) -> dict[str, str]:
+        labels = self.flow.labels.get("intents", {})
+        options = (self.ctx.get("clarify") or {}).get("options") or []
+        return {f"choice_{k + 1}": labels.get(o, o) for k, o in enumerate(options[:2])}
 
 
 class _Defaults(dict[str, Any]):

@@ -43,6 +43,8 @@ EVENT_KEYS = {
     "lookup_not_found",
     "transfer_ok",
     "transfer_failed",
+    "correction",  # a new place or content given at a read-back ("không, ở xã Gio Linh")
+    "code_correction",  # a new ticket code given after one was read back
 }
 OPERATIONS = {
     "capture_report",
@@ -62,6 +64,11 @@ OPERATIONS = {
     "transfer_emergency",
     "hangup",
     "reset_misses",
+    "apply_correction",
+    "replace_content",
+    "cancel_report",
+    "mark_urgent",
+    "slow_down",
 }
 # Operations that ask the session for something and wait for its answer as an event.
 AWAITING = {
@@ -81,6 +88,7 @@ CONDITIONS = {
     "has_description",
     "has_answer",
     "has_followup",
+    "has_report",
 }
 OUTCOMES = {
     "ticket",
@@ -93,7 +101,11 @@ OUTCOMES = {
     "status_given",
     "goodbye",
 }
-SPECIAL_TARGETS = {"reprompt", "repeat_last"}
+# reprompt: say the state's retry; repeat_last: what was last said; return: enter the current
+# state again (after a digression, the caller is brought back to where they were).
+SPECIAL_TARGETS = {"reprompt", "repeat_last", "return"}
+# Word lists of the `repairs` block (matched without diacritics).
+REPAIR_LISTS = {"correction_markers", "fillers", "yes_words", "no_words"}
 LISTEN_MODES = {"speech", "digits", "message", "none"}
 
 
@@ -135,6 +147,8 @@ class State:
     nomatch_exhausted: str | None = None
     max_silence: int | None = None
     max_nomatch: int | None = None
+    # Spoken menu options, matched on the words before any intent: ((words...), transition).
+    choices: tuple[tuple[tuple[str, ...], Transition], ...] = ()
 
 
 @dataclass
@@ -158,6 +172,12 @@ class Flow:
     nomatch_exhausted: str = "operator"
     reprompt_silence: str = "didnt_hear"
     reprompt_nomatch: str = "didnt_understand"
+    # Conversation repair: correction markers, yes/no words for when NLU is down, ordinals.
+    repairs: dict[str, Any] = field(default_factory=dict)
+    # Ask "A, hay B?" when the top two intents are closer than this (0: never ask).
+    clarify_margin: float = 0.0
+    clarify_floor: float = 0.5  # ...and together carry at least this much confidence
+    clarify_state: str | None = None
 
     def prompt(self, key: str) -> str:
         return self.prompts[key]
@@ -268,6 +288,30 @@ class _Loader:
             raise FlowError(f"{self.path}: grammars: map names to non-empty lists of phrases")
         return {str(k): list(v) for k, v in raw.items()}
 
+    def repairs(self, raw: Any) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise FlowError(f"{self.path}: repairs: a mapping of word lists")
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in REPAIR_LISTS:
+                if not isinstance(value, list) or not all(
+                    isinstance(v, str) and v.strip() for v in value
+                ):
+                    raise FlowError(f"{self.path}: repairs.{key}: a list of words")
+                out[key] = list(value)
+            elif key == "ordinals":
+                if not isinstance(value, dict) or set(value) - {"first", "second"}:
+                    raise FlowError(f"{self.path}: repairs.ordinals: first/second word lists")
+                out[key] = {k: list(v) for k, v in value.items()}
+            else:
+                raise FlowError(
+                    f"{self.path}: repairs: unknown key {key!r} "
+                    f"(use {sorted(REPAIR_LISTS | {'ordinals'})})"
+                )
+        return out
+
     def state(self, name: str, raw: Any) -> State:
         where = f"states.{name}"
         if not isinstance(raw, dict):
@@ -291,6 +335,7 @@ class _Loader:
             "nomatch_exhausted",
             "max_silence",
             "max_nomatch",
+            "choices",
         }
         unknown = set(raw) - allowed
         if unknown:
@@ -313,7 +358,15 @@ class _Loader:
             retry = _as_tuple(raw["retry"]) if "retry" in raw else None
         except TypeError as exc:
             raise self.fail(where, str(exc)) from None
+        choices = []
+        for i, item in enumerate(raw.get("choices") or []):
+            words = item.get("words") if isinstance(item, dict) else None
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise self.fail(f"{where}.choices[{i}]", "needs words: [...] and a transition")
+            rest = {k: v for k, v in item.items() if k != "words"}
+            choices.append((tuple(words), self.transition(f"{where}.choices[{i}]", rest)))
         return State(
+            choices=tuple(choices),
             name=name,
             say=say,
             retry=retry,
@@ -379,6 +432,10 @@ class _Loader:
             nomatch_exhausted=str(limits.get("nomatch_exhausted", "operator")),
             reprompt_silence=str(limits.get("reprompt_silence", "didnt_hear")),
             reprompt_nomatch=str(limits.get("reprompt_nomatch", "didnt_understand")),
+            repairs=self.repairs(raw.get("repairs")),
+            clarify_margin=float(limits.get("clarify_margin", 0.0)),
+            clarify_floor=float(limits.get("clarify_floor", 0.5)),
+            clarify_state=limits.get("clarify_state"),
         )
         self.check(flow)
         return flow
@@ -408,9 +465,24 @@ class _Loader:
 
         if flow.start not in names:
             raise FlowError(f"{self.path}: start state {flow.start!r} is not defined")
-        for key in ("silence_exhausted", "nomatch_exhausted"):
+        for key in ("silence_exhausted", "nomatch_exhausted", "clarify_state"):
             target(f"limits.{key}", getattr(flow, key))
         prompts("limits", (flow.reprompt_silence, flow.reprompt_nomatch))
+        if flow.clarify_margin:
+            if not flow.clarify_state:
+                raise self.fail("limits", "clarify_margin needs clarify_state")
+            labels = flow.labels.get("intents") or {}
+            unknown = set(labels) - INTENTS
+            if unknown:
+                raise self.fail("labels.intents", f"unknown intents {sorted(unknown)}")
+        uses = {o for s in flow.states.values() for o in s.do} | {
+            o
+            for s in flow.states.values()
+            for t in [*s.on.values(), *s.dtmf.values(), *(t for _, t in s.choices)]
+            for o in t.do
+        }
+        if "apply_correction" in uses and not flow.repairs.get("correction_markers"):
+            raise self.fail("repairs", "apply_correction needs repairs.correction_markers")
         for table, where in (
             (flow.global_on, "global"),
             (flow.global_dtmf, "global.dtmf"),
@@ -436,6 +508,8 @@ class _Loader:
                 target(f"{where}.{key}", getattr(s, key))
             for key, t in {**s.on, **{f"dtmf.{k}": v for k, v in s.dtmf.items()}}.items():
                 transition(f"{where}.on.{key}", t)
+            for i, (_, t) in enumerate(s.choices):
+                transition(f"{where}.choices[{i}]", t)
             for b in s.next:
                 target(f"{where}.next", b.goto)
             awaiting = [AWAITING[o] for o in s.do if o in AWAITING]
@@ -449,6 +523,7 @@ class _Loader:
         # Every state must be reachable from the start or from a global handler.
         reachable: set[str] = set()
         todo = [flow.start, flow.silence_exhausted, flow.nomatch_exhausted]
+        todo += [flow.clarify_state] if flow.clarify_state else []
         todo += [
             t.goto
             for t in [*flow.global_on.values(), *flow.global_dtmf.values(), *flow.menu.values()]
@@ -461,6 +536,7 @@ class _Loader:
             reachable.add(name)
             s = flow.states[name]
             todo += [t.goto for t in [*s.on.values(), *s.dtmf.values()] if t.goto]
+            todo += [t.goto for _, t in s.choices if t.goto]
             todo += [b.goto for b in s.next]
             todo += [x for x in (s.silence_exhausted, s.nomatch_exhausted) if x]
         unreachable = names - reachable

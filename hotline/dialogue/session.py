@@ -30,6 +30,9 @@ MESSAGE_END_SILENCE_MS = 2500
 MESSAGE_MAX_MS = 90_000
 PARTIAL_EVERY_FRAMES = 25  # publish a partial transcript every 0.5 s of speech
 DRAIN_TIMEOUT_S = 60.0
+SLOW_PACE = (
+    0.75  # "nói chậm thôi": this share of the normal speaking rate, for the rest of the call
+)
 
 
 def operators_on_duty(spec: str, tz: str, now: datetime | None = None) -> bool:
@@ -71,6 +74,26 @@ def place_of(location: Any) -> dict[str, Any] | None:
         spoken = f"{spoken}, {unit}"
     d["spoken"] = spoken
     return d
+
+
+def _utterance(
+    text: str, result: Any, *, nlu_down: bool = False, fragment: fe.Utterance | None = None
+) -> fe.Utterance:
+    """The flow engine's view of what the caller said and what the NLU made of it."""
+    ranking = tuple(
+        (str(r["name"]), float(r["confidence"])) for r in getattr(result, "intent_ranking", [])
+    )
+    return fe.Utterance(
+        text=text,
+        intent=getattr(result, "intent", None),
+        confidence=getattr(result, "confidence", None),
+        location=place_of(getattr(result, "location", None)),
+        ticket_code=getattr(result, "ticket_code", None),
+        phone_number=getattr(result, "phone_number", None),
+        nlu_down=nlu_down,
+        ranking=ranking,
+        fragment=fragment,
+    )
 
 
 @dataclass
@@ -117,8 +140,10 @@ class CallSession:
         self.idle_frames = 0
         self.speech_frames = 0
         self.grammar: str | None = None
-        self.draft_id: int | None = None
-        self.ticket_code: str | None = None
+        self.draft_id: int | None = None  # the report in progress (one draft per report)
+        self.ticket_code: str | None = None  # the latest ticket opened in this call
+        self.ticket_codes: list[str] = []  # every ticket opened in this call
+        self.tts_rate: int | None = None  # a slower rate once the caller asked for it
         self.outcome: str | None = None
         self.ended = False
         self.worker: asyncio.Task[None] | None = None
@@ -365,17 +390,9 @@ class CallSession:
             except Exception as exc:  # NLUUnavailable, or anything unexpected from the client
                 log.warning("call %s: NLU unavailable: %s", self.call.call_sid, exc)
                 nlu_down = True
+        fragment = await self._correction_fragment(text, result)
         self.timing["nlu_ms"] = (time.monotonic() - p.detected_at) * 1000
-        loc_dict = place_of(getattr(result, "location", None))
-        utterance = fe.Utterance(
-            text=text,
-            intent=getattr(result, "intent", None),
-            confidence=getattr(result, "confidence", None),
-            location=loc_dict,
-            ticket_code=getattr(result, "ticket_code", None),
-            phone_number=getattr(result, "phone_number", None),
-            nlu_down=nlu_down,
-        )
+        utterance = _utterance(text, result, nlu_down=nlu_down, fragment=fragment)
         await self._store_caller_turn(
             "speech",
             text,
@@ -388,6 +405,24 @@ class CallSession:
         )
         self.reply_from = p.detected_at
         await self._run(self.conv.handle(utterance))
+
+    async def _correction_fragment(self, text: str, result: Any) -> fe.Utterance | None:
+        """At a read-back, "không, ở xã Gio Linh": the words after the "không", understood on
+        their own, so the flow can replace just the slot they correct."""
+        on = self.conv.current.on if not self.conv.ended else {}
+        if result is None or ("correction" not in on and "code_correction" not in on):
+            return None
+        repairs = self.sv.flow.repairs
+        rest = fe.split_correction(
+            text, repairs.get("correction_markers", []), repairs.get("fillers", [])
+        )
+        if not rest:
+            return None
+        try:
+            return _utterance(rest, await self.sv.nlu.parse(rest))
+        except Exception as exc:  # the whole utterance was understood; its part is a bonus
+            log.warning("call %s: NLU of a correction failed: %s", self.call.call_sid, exc)
+            return None
 
     async def _store_caller_turn(
         self,
@@ -466,6 +501,12 @@ class CallSession:
                 await self._transfer(to)
             case fe.SendSms(code=code):
                 asyncio.get_running_loop().create_task(self._sms(code))
+            case fe.CancelDraft(reason=reason):
+                await self._cancel_draft(reason)
+            case fe.SetPace(pace=pace):
+                rate = self.sv.tts.rate
+                self.tts_rate = int(rate * SLOW_PACE) if pace == "slow" else None
+                await self._event("pace", pace=pace, rate=self.tts_rate or rate)
             case fe.SetOutcome(outcome=outcome):
                 self._set_outcome(outcome)
             case fe.Hangup(reason=reason):
@@ -474,7 +515,7 @@ class CallSession:
     async def _say(self, say: fe.Say) -> None:
         if self.ended:
             return
-        audio = await self.sv.tts.arender(say.text)
+        audio = await self.sv.tts.arender(say.text, rate=self.tts_rate)
         # Prompts queue behind each other: this one starts when the ones before it end.
         start = max(self.call.call_ms(), self.play_end_ms)
         self.play_end_ms = start + len(audio) // 8
@@ -521,7 +562,20 @@ class CallSession:
         self.message_parts, self.message_start_ms = [], None
         self.listen = a
 
-    async def _save_draft(self, fields: dict[str, Any]) -> None:
+    async def _save_draft(self, fields: dict[str, Any], *, strict: bool = False) -> None:
+        """Keep the report in progress on disk as a draft. A failure here is logged and the
+        call goes on (the report is still in the flow's memory, and confirming writes it
+        again); only the confirmation itself (`strict`) must fail loudly."""
+        try:
+            await self._write_draft(fields)
+        except Exception:
+            if strict:
+                raise
+            log.exception("call %s: draft not saved", self.call.call_sid)
+            with contextlib.suppress(Exception):
+                await self._event("error", during="save_draft")
+
+    async def _write_draft(self, fields: dict[str, Any]) -> None:
         fields = dict(fields)
         span = fields.pop("message_span", None)
         call = self.call
@@ -538,6 +592,7 @@ class CallSession:
                     location=fields.get("location"),
                     recording_path=str(call.recorder.mixed_path),
                     channel=fields["channel"],
+                    priority=fields.get("priority") or "normal",
                 )
             tickets.update_draft(db, self.draft_id, **fields)
             return self.draft_id
@@ -550,7 +605,7 @@ class CallSession:
 
     async def _open_ticket(self, fields: dict[str, Any]) -> None:
         try:
-            await self._save_draft(fields)
+            await self._save_draft(fields, strict=True)
             draft_id = self.draft_id
 
             def confirm(db: Any) -> dict[str, Any]:
@@ -572,11 +627,24 @@ class CallSession:
             log.exception("call %s: ticket not saved", self.call.call_sid)
             await self._run(self.conv.handle(fe.TicketFailed(str(exc))))
             return
+        # That draft is a ticket now: the caller's next report starts a draft of its own.
+        self.draft_id = None
         self.ticket_code = ticket["code"]
+        self.ticket_codes.append(ticket["code"])
         self._publish("ticket", code=ticket["code"], category=ticket["category"])
         await self._run(
             self.conv.handle(fe.TicketOpened(ticket["code"], ticket.get("agency_name") or ""))
         )
+
+    async def _cancel_draft(self, reason: str) -> None:
+        draft_id, self.draft_id = self.draft_id, None
+        if draft_id is None:
+            return
+        try:
+            await self._db(lambda db: tickets.cancel_draft(db, draft_id, reason=reason))
+        except Exception:
+            log.exception("call %s: draft %s not marked cancelled", self.call.call_sid, draft_id)
+        await self._event("draft_cancelled", draft_id=draft_id, by=reason)
 
     async def _lookup(self, code: str) -> None:
         result = await self._db(lambda db: tickets.lookup_ticket(db, code))
@@ -617,8 +685,14 @@ class CallSession:
             f"mã {code}. Gọi lại số này và đọc mã để hỏi kết quả xử lý."
         )
         sid = await self.sv.rest.send_sms(self.call.caller, text)
-        if sid and self.draft_id is not None:
-            await self._db(lambda db: tickets.mark_sms_sent(db, self.draft_id))
+        if sid:
+
+            def mark(db: Any) -> None:
+                ticket = tickets.get_ticket(db, code)
+                if ticket is not None:
+                    tickets.mark_sms_sent(db, ticket["id"])
+
+            await self._db(mark)
         await self._event("sms", sent=bool(sid))
 
     def _set_outcome(self, outcome: str) -> None:
@@ -644,7 +718,7 @@ class CallSession:
                 flow_path=json.dumps(self.conv.path, ensure_ascii=False),
                 last_intent=self.last_intent,
             )
-            if self.draft_id is not None and self.ticket_code is None:
+            if self.draft_id is not None:
                 add_event(db, self.call.call_sid, "draft_left", draft_id=self.draft_id)
 
         await self._db(write)

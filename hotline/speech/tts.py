@@ -327,11 +327,12 @@ class Synthesizer:
         self.close()
 
     # ----- cache -----
-    def cache_key(self, text: str) -> str:
+    def cache_key(self, text: str, rate: int | None = None) -> str:
         if not self._started:
             self.start()  # the key uses espeak-ng's resolved voice id, known after start()
         norm = self._normalize(text)
-        raw = "\x1f".join([FORMAT_VERSION, norm, self.voice, str(self.rate), f"{self.volume:.3f}"])
+        rate = rate or self.rate
+        raw = "\x1f".join([FORMAT_VERSION, norm, self.voice, str(rate), f"{self.volume:.3f}"])
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
     def cache_path(self, text: str) -> Path:
@@ -354,20 +355,22 @@ class Synthesizer:
                 _, old = self._mem.popitem(last=False)
                 self._mem_bytes -= len(old)
 
-    def cached(self, text: str) -> bytes | None:
+    def cached(self, text: str, rate: int | None = None) -> bytes | None:
         """The rendered audio if it is already in memory (no disk, no rendering)."""
-        return self._mem_get(self.cache_key(text))
+        return self._mem_get(self.cache_key(text, rate))
 
     # ----- rendering -----
-    def render(self, text: str, *, cache: bool = True) -> bytes:
+    def render(self, text: str, *, cache: bool = True, rate: int | None = None) -> bytes:
         """8 kHz mu-law for `text`. Blocking; thread-safe. `cache=False` for one-off texts
-        (they are neither read from nor written to disk)."""
+        (they are neither read from nor written to disk). `rate` (words per minute) speaks
+        slower or faster than the configured rate, for a caller who asked to slow down."""
         if not self._started:
             self.start()
         norm = self._normalize(text)
         if not norm.strip(" .,;:!?"):
             return b""
-        key = self.cache_key(text)
+        rate = None if rate == self.rate else rate
+        key = self.cache_key(text, rate)
         data = self._mem_get(key)
         if data is not None:
             self._count("memory_hits")
@@ -392,7 +395,7 @@ class Synthesizer:
         if not mine:
             return fut.result()
         try:
-            data = self._synthesize(norm)
+            data = self._synthesize(norm, rate)
             if cache:
                 self._write_atomic(path, data)
                 self._mem_put(key, data)
@@ -405,16 +408,18 @@ class Synthesizer:
             with self._lock:
                 self._inflight.pop(key, None)
 
-    async def arender(self, text: str, *, cache: bool = True) -> bytes:
+    async def arender(self, text: str, *, cache: bool = True, rate: int | None = None) -> bytes:
         """render() off the event loop (memory hits return at once)."""
-        data = self.cached(text) if cache else None
-        if data is not None:
-            return data
         if not self._started:
             await asyncio.to_thread(self.start)
+        data = self.cached(text, None if rate == self.rate else rate) if cache else None
+        if data is not None:
+            return data
         loop = asyncio.get_running_loop()
         # A private pool: slow renders must not starve the loop's default executor.
-        return await loop.run_in_executor(self._executor, lambda: self.render(text, cache=cache))
+        return await loop.run_in_executor(
+            self._executor, lambda: self.render(text, cache=cache, rate=rate)
+        )
 
     def prerender(self, texts: Iterable[str]) -> int:
         """Render and cache every distinct text; returns how many had to be rendered (the
@@ -450,9 +455,13 @@ class Synthesizer:
         words = max(len(norm.split()), 1)
         return int(22050 * max(0.05, 0.1 * words * 150 / max(self.rate, 1)))
 
-    def _synthesize(self, norm: str) -> bytes:
+    def _synthesize(self, norm: str, rate: int | None = None) -> bytes:
         pcm: np.ndarray | None = None
         owner = self._owner
+        if rate is not None:
+            # Another rate: the command line, since switching pyttsx3's rate back and forth
+            # between calls is what makes its renders come back empty (PLATFORM.md).
+            owner = None
         if owner is not None:
             for attempt in range(2):
                 if owner.stuck_for() > self.timeout_s:
@@ -484,22 +493,23 @@ class Synthesizer:
                     attempt + 1,
                 )
         if pcm is None:
-            pcm = self._espeak_cli(norm)
-            self._count("fallback")
+            pcm = self._espeak_cli(norm, rate)
+            if rate is None:
+                self._count("fallback")
         out = _to_8k(pcm, 22050)
         out = _trim(out, OUT_RATE)
         if not out.size:
             raise TTSError(f"synthesis produced silence for {norm[:60]!r}")
         return audio.pcm16_to_ulaw(out)
 
-    def _espeak_cli(self, norm: str) -> np.ndarray:
+    def _espeak_cli(self, norm: str, rate: int | None = None) -> np.ndarray:
         voice = self.voice.rsplit("/", 1)[-1]
         cmd = [
             "espeak-ng",
             "-v",
             voice,
             "-s",
-            str(self.rate),
+            str(rate or self.rate),
             "-a",
             str(round(self.volume * 100)),
             "-b",

@@ -146,6 +146,11 @@ async def call_outcome(call_sid: str, request: Request) -> Response:
         call["ticket"] = (
             tickets.get_ticket(db, call["ticket_code"]) if call.get("ticket_code") else None
         )
+        call["tickets"] = list(
+            db.query(
+                "SELECT * FROM tickets WHERE call_sid = ? AND confirmed = 1 ORDER BY id", [call_sid]
+            )
+        )
         call["drafts"] = [
             t
             for t in db.query(

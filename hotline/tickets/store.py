@@ -50,6 +50,9 @@ TICKETS = Table(
         "updated_at": str,
         "resolved_at": str,  # set on đã xử lý / từ chối, cleared on reopening
         "sms_sent_at": str,
+        "priority": str,  # normal | urgent (filed during an emergency, or marked so)
+        "closed_at": str,  # a draft withdrawn by the caller (or closed by an operator)
+        "close_reason": str,
     },
     pk="id",
     not_null=frozenset({"confirmed"}),
@@ -118,7 +121,8 @@ _STATUS_ALIASES = {
 }
 
 CHANNELS = frozenset({"voice", "keypad", "voice_message", "console"})
-ACTIONS = ("created", "confirmed", "status", "comment", "assign")
+ACTIONS = ("created", "confirmed", "status", "comment", "assign", "cancelled")
+PRIORITIES = frozenset({"normal", "urgent"})
 
 # Fields a draft may change while the call goes on.
 _DRAFT_FIELDS = frozenset(
@@ -131,6 +135,7 @@ _DRAFT_FIELDS = frozenset(
         "channel",
         "caller",
         "call_sid",
+        "priority",
     }
 )
 
@@ -318,9 +323,12 @@ def create_draft(
     location: Mapping[str, Any] | None = None,
     recording_path: str | None = None,
     channel: str = "voice",
+    priority: str = "normal",
     actor: str = "hotline",
 ) -> int:
     """A draft report (no code yet); returns its id. A 'created' history row records it."""
+    if priority not in PRIORITIES:
+        raise TicketError("bad_input", "Mức ưu tiên không hợp lệ", f"unknown priority {priority!r}")
     if channel not in CHANNELS:
         raise TicketError(
             "bad_input",
@@ -338,6 +346,7 @@ def create_draft(
         "call_sid": _nfc(call_sid),
         "recording_path": str(recording_path) if recording_path else None,
         "channel": channel,
+        "priority": priority,
         "created_at": now,
         "updated_at": now,
     }
@@ -367,6 +376,8 @@ def update_draft(db: sqlite_utils.Database, ticket_id: int, **fields: Any) -> No
         raise TypeError(
             f"update_draft: unknown field(s) {sorted(unknown)}; allowed: {sorted(_DRAFT_FIELDS)}"
         )
+    if "priority" in fields and fields["priority"] not in PRIORITIES:
+        raise TicketError("bad_input", "Mức ưu tiên không hợp lệ", f"{fields['priority']!r}")
     if "channel" in fields and fields["channel"] not in CHANNELS:
         raise TicketError(
             "bad_input", "Kênh không hợp lệ", f"unknown channel {fields['channel']!r}"
@@ -394,6 +405,30 @@ def update_draft(db: sqlite_utils.Database, ticket_id: int, **fields: Any) -> No
             )
         sets = ", ".join(f"{k} = ?" for k in values)
         db.execute(f"UPDATE tickets SET {sets} WHERE id = ?", [*values.values(), ticket_id])
+
+
+def cancel_draft(
+    db: sqlite_utils.Database, ticket_id: int, *, reason: str, actor: str = "hotline"
+) -> None:
+    """Withdraw a draft. It is kept, marked closed, so operators still see what was said."""
+    with db.atomic():
+        row = _row(db, "id = ?", [ticket_id])
+        if row is None:
+            raise TicketError(
+                "not_found", f"Không có phiếu nháp số {ticket_id}", f"no ticket with id {ticket_id}"
+            )
+        if row["confirmed"]:
+            raise TicketError(
+                "not_draft",
+                f"Phiếu {row['code']} đã được xác nhận, không hủy như bản nháp được",
+                f"ticket {row['code']} is already confirmed; it is no longer a draft",
+            )
+        now = now_iso()
+        db.execute(
+            "UPDATE tickets SET closed_at = ?, close_reason = ?, updated_at = ? WHERE id = ?",
+            [now, _nfc(reason), now, ticket_id],
+        )
+        _history(db, ticket_id, actor=_actor(actor), action="cancelled", note=_nfc(reason), at=now)
 
 
 def confirm_ticket(
