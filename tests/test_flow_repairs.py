@@ -361,3 +361,13 @@ def test_unknown_repair_keys_and_missing_clarify_state_fail_at_load(tmp_path) ->
     bad.write_text(base.replace("goto: report_ask_content}", "goto: nowhere}"), encoding="utf-8")
     with pytest.raises(FlowError, match="unknown state 'nowhere'"):
         load_flow(bad)
+
+
+def test_a_ticket_that_could_not_be_saved_is_said_and_no_code_is_read(flow, kb) -> None:
+    c = at_read_back(flow, kb)
+    c.handle(fe.Digit("1"))
+    a = c.handle(fe.TicketFailed("database or disk is full"))
+    assert "chưa lưu được phản ánh" in said(a)
+    assert "Mã phản ánh" not in said(a)
+    assert c.state in ("leave_message", "operator_transfer")
+    assert c.ctx.get("description") == "mất điện từ sáng tới chừ"  # kept for the next try

@@ -199,6 +199,18 @@ def test_prerender_caches_every_distinct_text(synth: Synthesizer) -> None:
     assert again.stats["pyttsx3"] == 0
 
 
+async def test_a_slower_rate_renders_longer_audio_cached_apart(synth: Synthesizer) -> None:
+    """"Nói chậm thôi": the same prompt at 75 % of the rate lasts longer, is cached under its own
+    key, and leaves the normal rendering untouched."""
+    text = "Tôi xin nhắc lại: quý vị phản ánh về điện, nước, tại phường Đông Hà."
+    normal = synth.render(text)
+    slow = await synth.arender(text, rate=int(synth.rate * 0.75))
+    assert len(slow) > 1.2 * len(normal)
+    assert synth.cache_key(text, int(synth.rate * 0.75)) != synth.cache_key(text)
+    assert synth.render(text) == normal
+    assert await synth.arender(text, rate=synth.rate) == normal  # the normal rate is the normal key
+
+
 def test_empty_text_renders_nothing(synth: Synthesizer) -> None:
     assert synth.render("") == b""
     assert synth.render(" . ") == b""
