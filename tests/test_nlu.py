@@ -151,6 +151,14 @@ def test_ticket_code_digits(client: SyncNLUClient, text: str, code: str) -> None
     assert result.ticket_code == code, result.entities
 
 
+def test_seven_spoken_digits_are_a_code_not_a_phone_number(client: SyncNLUClient) -> None:
+    """Phone numbers have 10 or 11 digits: a seven-digit run is a ticket code, even when the
+    model tags it as a phone number (a caller reading a misheard code at the code prompt)."""
+    result = client.parse("hai tám hai bảy không bốn bốn")
+    assert result.ticket_code == "2827044", result.entities
+    assert result.phone_number is None
+
+
 def test_phone_number_digits(client: SyncNLUClient) -> None:
     result = client.parse(
         "mất nước cả tuần rồi có chi gọi lại số không chín một hai ba bốn năm sáu bảy tám"

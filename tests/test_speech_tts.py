@@ -200,7 +200,7 @@ def test_prerender_caches_every_distinct_text(synth: Synthesizer) -> None:
 
 
 async def test_a_slower_rate_renders_longer_audio_cached_apart(synth: Synthesizer) -> None:
-    """"Nói chậm thôi": the same prompt at 75 % of the rate lasts longer, is cached under its own
+    """ "Nói chậm thôi": the same prompt at 75 % of the rate lasts longer, is cached under its own
     key, and leaves the normal rendering untouched."""
     text = "Tôi xin nhắc lại: quý vị phản ánh về điện, nước, tại phường Đông Hà."
     normal = synth.render(text)

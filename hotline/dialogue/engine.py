@@ -15,7 +15,7 @@ from typing import Any
 
 from hotline.dialogue.flow import AFTER_SAY, AWAITING, GROUPS, Flow, State, Transition
 from hotline.intents import FALLBACK_INTENT
-from hotline.text import fold
+from hotline.text import digits_from_speech, fold
 
 # --- events ---------------------------------------------------------------------------------
 
@@ -338,11 +338,15 @@ class Conversation:
         low = u.confidence is not None and u.confidence < self.flow.min_confidence
         if intent in (None, FALLBACK_INTENT) or low:
             intent = None
-        if s.listen == "digits" and u.ticket_code:
-            self.ctx["code_input"] = u.ticket_code
-            t = self._fire("digits", u)
-            if t is not None:
-                return t
+        if s.listen == "digits":
+            # A code read out, whatever the NLU tagged it as ("hai tám hai bảy..." may come back
+            # as a phone number, or as no entity at all).
+            code = u.ticket_code or digits_from_speech(u.text)
+            if len(code) >= 4:
+                self.ctx["code_input"] = code
+                t = self._fire("digits", u)
+                if t is not None:
+                    return t
         fix = self._correction(u, intent)
         if fix is not None:
             self.misses = 0

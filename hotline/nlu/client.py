@@ -26,6 +26,7 @@ from hotline.config import Settings, load_settings
 from hotline.intents import FALLBACK_INTENT
 from hotline.nlu.gazetteer import Location, normalize_location
 from hotline.text import DIGIT_WORDS, clean_utterance, digits_from_speech, fold
+from hotline.tickets.codes import CODE_LENGTH
 
 POSTPROCESS_EXTRACTOR = "hotline.postprocess"
 
@@ -266,7 +267,8 @@ def postprocess(raw: dict[str, Any], *, latency_ms: float = 0.0) -> NLUResult:
                 continue
             entities.append(
                 Entity(
-                    entity=kind,
+                    # Phone numbers have 10 or 11 digits; seven are a ticket code (CODE_LENGTH).
+                    entity="ticket_code" if len(digits) == CODE_LENGTH else kind,
                     value=digits,
                     text=said,
                     start=span["start"],
