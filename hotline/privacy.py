@@ -180,6 +180,13 @@ class SubjectData:
         }
 
 
+# The caller column with the separators people type removed, for a LIKE on the last digits.
+_COMPACT = (
+    "REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(caller, ' ', ''), '-', ''), '.', ''), '(', ''),"
+    " ')', '')"
+)
+
+
 def _in(values: Iterable[Any]) -> tuple[str, list[Any]]:
     vals = list(values)
     return ",".join("?" for _ in vals) or "NULL", vals
@@ -223,7 +230,7 @@ def find(
     calls = [
         r
         for r in db.query(
-            "SELECT * FROM calls WHERE caller_hash = ? OR caller LIKE ? ORDER BY started_at",
+            f"SELECT * FROM calls WHERE caller_hash = ? OR {_COMPACT} LIKE ? ORDER BY started_at",
             [h, tail],
         )
         if r.get("caller_hash") == h or _same_number(r.get("caller"), e164)
@@ -247,7 +254,7 @@ def find(
     tickets = [
         t
         for t in db.query(
-            f"SELECT * FROM tickets WHERE call_sid IN ({marks}) OR caller LIKE ? ORDER BY id",
+            f"SELECT * FROM tickets WHERE call_sid IN ({marks}) OR {_COMPACT} LIKE ? ORDER BY id",
             [*params, tail],
         )
         if t.get("call_sid") in sids or _same_number(t.get("caller"), e164)
