@@ -87,6 +87,15 @@ REQUEST_KINDS = {
 # PRIVACY.md). The acknowledgement is due in working days.
 REQUEST_DAYS = {"access": 10, "correction": 10, "deletion": 20, "objection": 15}
 ACK_WORKING_DAYS = 2
+PRIVACY_ACTIONS = (
+    "privacy_request_new",
+    "privacy_request_ack",
+    "privacy_request_close",
+    "privacy_find",
+    "privacy_export",
+    "privacy_erase",
+    "privacy_purge",
+)
 REQUEST_STATUS = {
     "open": "Mới nhận",
     "acknowledged": "Đã phản hồi tiếp nhận",
