@@ -357,3 +357,36 @@ def test_cli_find_export_erase_purge(world: dict[str, Any], tmp_path: Path) -> N
     assert actions[0] == "privacy_purge" and actions[1] == "privacy_erase"
     assert {"privacy_purge", "privacy_erase", "privacy_export", "privacy_find"} <= set(actions)
     assert all(r["actor"].startswith("cli") for r in list_audit(db))
+
+
+def test_retention_task_purges_in_the_background(world: dict[str, Any]) -> None:
+    """What `hotline serve` runs: start_retention_task(services) on the event loop."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from hotline.privacy import start_retention_task
+    from hotline.store import Store
+
+    settings = world["settings"]
+    world["db"].conn.close()
+    store = Store(settings.db_path)
+
+    async def run() -> None:
+        task = start_retention_task(
+            SimpleNamespace(settings=settings, store=store), first_delay_s=0
+        )
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if await store.aquery("SELECT 1 FROM audit_log WHERE action = 'privacy_purge'"):
+                    break
+        finally:
+            task.cancel()
+        assert not task.done() or task.cancelled()
+
+    asyncio.run(run())
+    rows = list_audit(store.db)
+    assert rows[0]["action"] == "privacy_purge" and rows[0]["actor"] == "hotline:retention"
+    assert not any(p.exists() for p in world["bob_files"])  # 400 days old: gone
+    assert all(p.exists() for p in world["open_files"] + world["new_files"])
+    store.close()
