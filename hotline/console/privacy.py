@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,8 +50,6 @@ class PrivacyPages:
     # --- helpers ------------------------------------------------------------------------------
 
     def today(self) -> date:
-        from datetime import datetime
-
         return datetime.now(ZoneInfo(self.settings.timezone)).date()
 
     async def _request(self, rid: str) -> dict[str, Any]:
