@@ -493,6 +493,9 @@ def purge(
             params,
         )
         db.execute(f"UPDATE tickets SET recording_path = NULL WHERE call_sid IN ({marks})", params)
+    report.audio_files += _sweep_orphans(
+        db, root, now - timedelta(days=settings.retain_audio_days), dry_run
+    )
 
     # Transcripts.
     cutoff = _iso(now - timedelta(days=settings.retain_transcripts_days))
@@ -543,9 +546,11 @@ def purge(
     cutoff = _iso(now - timedelta(days=settings.retain_closed_ticket_personal_days))
     rows = list(
         db.query(
-            "SELECT id FROM tickets WHERE status IN ('đã xử lý', 'từ chối') AND resolved_at < ?"
+            # Unconfirmed drafts (the caller hung up) never close: they count from creation.
+            "SELECT id FROM tickets WHERE ((status IN ('đã xử lý', 'từ chối') AND resolved_at < ?)"
+            " OR (confirmed = 0 AND created_at < ?))"
             " AND (caller IS NOT NULL OR description IS NOT ? OR location_raw IS NOT NULL)",
-            [cutoff, REDACTED],
+            [cutoff, cutoff, REDACTED],
         )
     )
     report.tickets_stripped = len(rows)
@@ -557,6 +562,23 @@ def purge(
         audit(db, actor, "privacy_purge", None, report.counts())
     log.info("privacy purge%s: %s", " (dry run)" if dry_run else "", report.counts())
     return report
+
+
+def _sweep_orphans(db: sqlite_utils.Database, root: Path, before: datetime, dry_run: bool) -> int:
+    """Audio files older than the period that belong to no call on record (a call row lost
+    to a crash, a file copied in by hand): nothing would ever delete them otherwise."""
+    if not root.is_dir():
+        return 0
+    known = {r["call_sid"] for r in db.query("SELECT call_sid FROM calls")}
+    n = 0
+    for p in root.glob("*.wav"):
+        sid = p.name.split(".", 1)[0]
+        if sid in known or p.stat().st_mtime >= before.timestamp():
+            continue
+        n += 1
+        if not dry_run:
+            p.unlink(missing_ok=True)
+    return n
 
 
 def _seconds_until(hhmm: str, tz: ZoneInfo, now: datetime) -> float:

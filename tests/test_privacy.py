@@ -131,13 +131,21 @@ def test_purge_on_a_clock_moved_forward(world: dict[str, Any]) -> None:
     assert all(p.exists() for p in world["closed_files"] + world["bob_files"])  # dry run
     assert not [r for r in list_audit(db) if r["action"] == "privacy_purge"]
 
+    # A draft left by a caller who hung up, and an audio file no call row points to.
+    draft = tickets.create_draft(
+        db, call_sid="CAnew", caller=ALICE, category="report_health", description="ngộ độc"
+    )
+    orphan = settings.recordings_dir / "CAorphan.wav"
+    write_wav(orphan, b"\x01\x00" * 800)
+
     later = world["now"] + timedelta(days=95)  # past 90 days of audio for today's call too
     report = purge(db, settings, now=later)
+    assert not orphan.exists()
     # Old audio gone, the open ticket's kept, today's call (95 days later) gone too.
     assert not any(p.exists() for p in world["closed_files"] + world["bob_files"])
     assert not any(p.exists() for p in world["new_files"])
     assert all(p.exists() for p in world["open_files"])
-    assert report.audio_files == 9 and report.kept_for_open_tickets == 1
+    assert report.audio_files == 10 and report.kept_for_open_tickets == 1
     rows = {r["call_sid"]: r for r in db.query("SELECT * FROM calls")}
     assert rows["CAclosed"]["mixed_recording_path"] is None
     assert rows["CAopen"]["mixed_recording_path"] == str(world["open_files"][2])
@@ -171,7 +179,12 @@ def test_purge_on_a_clock_moved_forward(world: dict[str, Any]) -> None:
 
     # One audit line with the counts.
     lines = [r for r in list_audit(db) if r["action"] == "privacy_purge"]
-    assert len(lines) == 1 and lines[0]["detail"]["audio_files"] == 9
+    assert len(lines) == 1 and lines[0]["detail"]["audio_files"] == 10
+    # The draft is within its period 95 days on; a year on, its words and number go too.
+    assert tickets.get_ticket_by_id(db, draft)["description"] == "ngộ độc"  # type: ignore[index]
+    purge(db, settings, now=world["now"] + timedelta(days=366))
+    gone = tickets.get_ticket_by_id(db, draft)
+    assert gone is not None and gone["description"] == REDACTED and gone["caller"] is None
 
     # Once the open ticket closes, its audio goes a retention period after the closing.
     for status in ("đã tiếp nhận", "đang xử lý", "đã xử lý"):
