@@ -50,6 +50,12 @@ def hotline(
             assert done.returncode == 0, done.stderr
         alice = _call(server, ALICE)
         bob = _call(server, BOB)
+        for result in (alice, bob):  # the stereo mix is written once the call has ended
+            mixed = server.data_dir / "recordings" / f"{result.call_sid}.wav"
+            deadline = time.monotonic() + 20
+            while not mixed.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert mixed.exists(), mixed
         yield {"server": server, "alice": alice, "bob": bob}
     finally:
         server.stop()
@@ -301,4 +307,8 @@ def test_request_find_export_erase_from_the_console(hotline: dict[str, Any]) -> 
     assert req["number"] is None and req["number_masked"] == "+84905***222"
     actions = [x["action"] for x in audit_rows(server, "privacy_erase")]
     assert actions == ["privacy_erase"]
-    assert Path(server.data_dir / "hotline.db").stat().st_mode & 0o077 == 0
+    # Files at rest: everything the running server wrote is the owner's alone.
+    for path in (server.data_dir, recordings, server.data_dir / "hotline.db"):
+        assert Path(path).stat().st_mode & 0o077 == 0, path
+    for wav in recordings.glob("*.wav"):
+        assert wav.stat().st_mode & 0o777 == 0o600, wav
