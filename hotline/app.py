@@ -199,12 +199,16 @@ def create_app(settings: Settings) -> FastAPI:
             except Exception as exc:
                 services.errors["nlu"] = str(exc)
                 log.error("NLU server not started: %s", exc)
+        from hotline.privacy import start_retention_task
+
+        retention = start_retention_task(services)  # the retention settings, applied daily
         log.info(
             "hotline ready on %s (stream URL %s)", settings.base_url, settings.media_stream_url
         )
         try:
             yield
         finally:
+            retention.cancel()
             await drain_calls(services, timeout=5)
             if services.nlu_server:
                 await services.nlu_server.stop()

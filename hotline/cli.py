@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ def _settings(**overrides: Any) -> Settings:
 @click.version_option(package_name="hotline")
 def main() -> None:
     """Đường dây nóng 1900868674 tỉnh Quảng Trị: the offline AI voice hotline."""
+    # Whatever a command creates (database, recordings, exports) is the owner's alone.
+    os.umask(0o077)
 
 
 # --- serve ------------------------------------------------------------------------------------
@@ -37,9 +40,16 @@ def serve(host: str | None, port: int | None) -> None:
 
     from hotline.app import DrainingServer, create_app
     from hotline.logs import setup_logging
+    from hotline.privacy import DataPermissionError, check_data_permissions, secure_data_dir
 
     settings = _settings(host=host, port=port)
     setup_logging(settings.log_level)
+    try:
+        check_data_permissions(settings)
+    except DataPermissionError as exc:
+        click.echo(f"hotline: refusing to start: {exc}", err=True)
+        sys.exit(2)
+    secure_data_dir(settings)
     import logging
 
     log = logging.getLogger("hotline")
@@ -254,6 +264,142 @@ def _print_replay(s: dict[str, Any]) -> None:
         )
     for p in s.get("problems", []):
         click.echo(f"   PROBLEM: {p}")
+
+
+# --- privacy ----------------------------------------------------------------------------------
+@main.group()
+def privacy() -> None:
+    """Personal data: retention purge, and a person's requests (find, export, erase)."""
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        return "cli:" + getpass.getuser()
+    except Exception:
+        return "cli"
+
+
+@privacy.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def privacy_purge(dry_run: bool, as_json: bool) -> None:
+    """Apply the retention settings now (`hotline serve` does it every day)."""
+    from hotline.privacy import purge
+
+    settings = _settings()
+    db = _db(settings)
+    with db.atomic():
+        report = purge(db, settings, dry_run=dry_run, actor=_cli_actor())
+    if as_json:
+        click.echo(json.dumps({"as_of": report.as_of, **report.counts()}, ensure_ascii=False))
+        return
+    verb = "Sẽ xoá (dry run)" if dry_run else "Đã xoá"
+    click.echo(
+        f"{verb}: ghi âm của {report.audio_calls} cuộc gọi ({report.audio_files} tệp), "
+        f"lời nói của {report.transcript_calls} cuộc gọi ({report.turns_redacted} lượt), "
+        f"{report.numbers_pseudonymised} số gọi thay bằng bí danh, "
+        f"thông tin cá nhân của {report.tickets_stripped} phiếu đã đóng. "
+        f"Giữ lại ghi âm của {report.kept_for_open_tickets} cuộc gọi có phiếu đang mở."
+    )
+
+
+def _find(number: str) -> Any:
+    from hotline.privacy import PrivacyError, find
+
+    settings = _settings()
+    db = _db(settings)
+    try:
+        data = find(
+            db, number, secret=settings.session_secret, recordings_dir=settings.recordings_dir
+        )
+    except PrivacyError as exc:
+        click.echo(f"hotline: {exc}", err=True)
+        sys.exit(2)
+    return settings, db, data
+
+
+@privacy.command("find")
+@click.argument("phone")
+@click.option("--json", "as_json", is_flag=True, help="Everything found, as JSON.")
+def privacy_find(phone: str, as_json: bool) -> None:
+    """Every call, ticket, recording and SMS for PHONE (0905..., +84905..., 84905...)."""
+    from hotline.console.store import audit
+    from hotline.privacy import mask_number
+
+    settings, db, data = _find(phone)
+    with db.atomic():
+        audit(db, _cli_actor(), "privacy_find", mask_number(data.number), data.counts())
+    if as_json:
+        click.echo(json.dumps(data.as_json(), ensure_ascii=False, indent=1, default=str))
+        return
+    c = data.counts()
+    click.echo(
+        f"{data.number}: {c['calls']} cuộc gọi, {c['tickets']} phiếu, {c['recordings']} tệp ghi âm, "
+        f"{c['sms']} SMS, {c['corrections']} nhãn NLU"
+    )
+    for call in data.calls:
+        click.echo(
+            f"  cuộc gọi {call['call_sid']}  {call.get('started_at') or ''}  "
+            f"{call.get('outcome') or '-'}  {len(call['turns'])} lượt"
+        )
+    for t in data.tickets:
+        click.echo(
+            f"  phiếu {t.get('code') or '(nháp #' + str(t['id']) + ')'}  {t.get('status') or '-'}  "
+            f"{t.get('category') or ''}"
+        )
+    for p in data.recordings:
+        click.echo(f"  ghi âm {p}")
+    for m in data.sms:
+        click.echo(f"  SMS {m['at']}  {m.get('ticket_code') or m.get('call_sid')}")
+
+
+@privacy.command("export")
+@click.argument("phone")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+def privacy_export(phone: str, output: Path) -> None:
+    """Write everything kept about PHONE to a zip (data.json plus the audio), owner-only."""
+    from hotline.console.store import audit
+    from hotline.privacy import export_zip, mask_number
+
+    settings, db, data = _find(phone)
+    n = export_zip(data, output)
+    with db.atomic():
+        audit(db, _cli_actor(), "privacy_export", mask_number(data.number), data.counts())
+    click.echo(f"wrote {output}: {len(data.calls)} calls, {len(data.tickets)} tickets, {n} audio")
+
+
+@privacy.command("erase")
+@click.argument("phone")
+@click.option("--yes", is_flag=True, help="Do not ask (scripts); the audit line is written anyway.")
+def privacy_erase(phone: str, yes: bool) -> None:
+    """Erase PHONE's personal data: audio, words, number. Tickets stay without them."""
+    from hotline.privacy import erase, normalize_phone
+
+    settings, db, data = _find(phone)
+    c = data.counts()
+    if not data.calls and not data.tickets:
+        click.echo(f"Không có dữ liệu nào của {data.number}. (Nothing kept for this number.)")
+        return
+    click.echo(
+        f"Sẽ xoá dữ liệu cá nhân của {data.number}: {c['calls']} cuộc gọi, {c['tickets']} phiếu, "
+        f"{c['recordings']} tệp ghi âm. Không thể hoàn tác. (This cannot be undone.)"
+    )
+    if not yes:
+        again = click.prompt("Gõ lại số điện thoại để xác nhận (type the number again)")
+        try:
+            same = normalize_phone(again) == data.number
+        except ValueError:
+            same = False
+        if not same:
+            click.echo(
+                "hotline: số không khớp, không xoá gì. (Numbers differ; nothing erased.)", err=True
+            )
+            sys.exit(1)
+    with db.atomic():
+        counts = erase(db, data, actor=_cli_actor())
+    click.echo(f"Đã xoá: {json.dumps(counts, ensure_ascii=False)}")
 
 
 # --- say --------------------------------------------------------------------------------------

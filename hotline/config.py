@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     # Only for a console served over plain http on a developer's machine.
     cookie_secure: bool = False
 
+    # --- privacy: retention (hotline/privacy.py applies them daily and on `hotline privacy purge`) ---
+    # Counted from the call; audio and transcripts of a call with an open ticket are kept until
+    # the ticket closes, and then as long again from its closing.
+    retain_audio_days: int = Field(90, ge=1, le=3650)
+    retain_transcripts_days: int = Field(365, ge=1, le=3650)
+    pseudonymise_numbers_days: int = Field(180, ge=1, le=3650)
+    # Counted from the ticket's closing (đã xử lý / từ chối): caller, words, place as said go.
+    retain_closed_ticket_personal_days: int = Field(365, ge=1, le=3650)
+    # Local time (HOTLINE_TIMEZONE) at which `hotline serve` runs the daily purge.
+    purge_time: str = Field("02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, v: str) -> str:

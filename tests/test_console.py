@@ -179,7 +179,12 @@ def test_roles_numbers_and_bad_input(console: dict[str, Any]) -> None:
     supervisor = http_login(server, "alice")
     page = operator.get(f"/console/calls/{sid}")
     assert "+84905***001" in page.text and "+84905000001" not in page.text
-    assert "+84905000001" in supervisor.get(f"/console/calls/{sid}").text
+    # Supervisors see it masked too, and reveal it with a logged click (test_privacy_console).
+    page = supervisor.get(f"/console/calls/{sid}")
+    assert "+84905000001" not in page.text and f"/console/privacy/reveal/call/{sid}" in page.text
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    revealed = supervisor.post(f"/console/privacy/reveal/call/{sid}", data={"csrf": token})
+    assert "+84905000001" in revealed.text
     for path in ("/console/dashboard", "/console/corrections", "/console/operators"):
         r = operator.get(path)
         assert r.status_code == 403 and "Không có quyền" in r.text

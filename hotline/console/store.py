@@ -109,6 +109,18 @@ def role_at_least(role: str | None, minimum: str) -> bool:
     return ROLES.index(role) >= ROLES.index(minimum)
 
 
+# Permissions beyond the role ladder, each granted from a minimum role up.
+PERMISSIONS = {
+    "privacy": "supervisor",  # data-subject requests: find, export, erase (PRIVACY.md)
+    "reveal_number": "supervisor",  # show a full caller number: a logged click
+    "audit": "admin",
+}
+
+
+def can(role: str | None, permission: str) -> bool:
+    return role_at_least(role, PERMISSIONS[permission])
+
+
 def audit(
     db: sqlite_utils.Database,
     actor: str,
@@ -131,13 +143,27 @@ def audit(
 
 
 def list_audit(
-    db: sqlite_utils.Database, *, limit: int = 200, actor: str | None = None
+    db: sqlite_utils.Database,
+    *,
+    limit: int = 200,
+    actor: str | None = None,
+    actions: tuple[str, ...] = (),
+    target: str | None = None,
 ) -> list[dict[str, Any]]:
     sql = "SELECT * FROM audit_log"
+    where: list[str] = []
     params: list[Any] = []
     if actor:
-        sql += " WHERE actor = ?"
+        where.append("actor = ?")
         params.append(actor)
+    if actions:
+        where.append(f"action IN ({','.join('?' for _ in actions)})")
+        params.extend(actions)
+    if target:
+        where.append("target = ?")
+        params.append(target)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
     rows = list(db.query(sql, params))

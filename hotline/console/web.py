@@ -38,11 +38,12 @@ from fastapi.responses import (
 from markupsafe import Markup
 from starlette.websockets import WebSocket
 
+from hotline import privacy
 from hotline.calls import get_call, mask_number
 from hotline.console import accounts, charts, corrections, queries
 from hotline.console.accounts import AccountError, Operator
 from hotline.console.corrections import INTENT_LABELS, CorrectionError
-from hotline.console.store import ROLE_LABELS, ROLES, audit, list_audit, role_at_least
+from hotline.console.store import ROLE_LABELS, ROLES, audit, can, list_audit, role_at_least
 from hotline.nlu.train import INTENTS
 from hotline.tickets import store as tickets
 from hotline.tickets.codes import clean_code, is_valid
@@ -207,13 +208,24 @@ class Console:
         return form
 
     def show_caller(self, op: Operator | None, number: str | None) -> str:
+        """Masked for everyone: a full number is shown only through the logged reveal
+        (hotline/console/privacy.py)."""
         if not number:
             return ""
         if number.startswith("console:"):
             return "Gọi thử: " + number.removeprefix("console:")
-        if op is not None and role_at_least(op.role, "supervisor"):
-            return number
+        if number.startswith(privacy.PSEUDONYM_PREFIX) or number == privacy.ERASED:
+            return "Số đã ẩn (hết thời hạn lưu)" if number != privacy.ERASED else "Số đã xoá"
         return mask_number(number)
+
+    @staticmethod
+    def can_reveal(op: Operator | None, number: str | None) -> bool:
+        return bool(
+            op is not None
+            and can(op.role, "reveal_number")
+            and number
+            and not number.startswith(("console:", privacy.PSEUDONYM_PREFIX, privacy.ERASED))
+        )
 
     def render(
         self,
@@ -230,6 +242,7 @@ class Console:
             op=op,
             csrf=op.csrf_token if op else "",
             show_caller=lambda n: self.show_caller(op, n),
+            can_reveal=lambda n: self.can_reveal(op, n),
             **context,
         )
         return HTMLResponse(html, status_code=status_code)
@@ -490,7 +503,7 @@ class Console:
         return None
 
     async def call_audio(self, request: Request, call_sid: str) -> Response:
-        await self.user(request, api=True)
+        op = await self.user(request, api=True)
         sid = self._check_sid(call_sid, api=True)
         rows = await self.sv.store.aquery(
             "SELECT mixed_recording_path, recording_path FROM calls WHERE call_sid = ?", [sid]
@@ -498,12 +511,16 @@ class Console:
         path = self._recording(rows[0]) if rows else None
         if path is None:
             raise NotFound("Cuộc gọi này không có bản ghi âm", api=True)
+        download = request.query_params.get("download") == "1"
+        action = "recording_download" if download else "recording_listen"
+        ip = self.ip(request)
+        await self.db(lambda db: privacy.audit_access(db, op.username, action, sid, ip))
         # FileResponse answers Range requests (206), so the player can seek.
         return FileResponse(
             path,
             media_type="audio/wav",
             headers={"Cache-Control": "private, max-age=0"},
-            content_disposition_type="inline",
+            content_disposition_type="attachment" if download else "inline",
             filename=f"{sid}.wav",
         )
 
@@ -941,11 +958,34 @@ class Console:
             return await self.operators_page(request, error=str(exc), status_code=400)
         return RedirectResponse("/console/operators?ok=operator_changed", status_code=303)
 
+    AUDIT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+        "": ("Tất cả", ()),
+        "access": (
+            "Nghe, tải ghi âm và xem số đầy đủ",
+            ("recording_listen", "recording_download", "reveal_number"),
+        ),
+        "privacy": (
+            "Dữ liệu cá nhân (yêu cầu, xuất, xoá, thời hạn lưu)",
+            tuple(privacy.PRIVACY_ACTIONS),
+        ),
+    }
+
     async def audit_page(self, request: Request) -> Response:
         await self.user(request, "admin")
-        actor = (request.query_params.get("actor") or "").strip()[:64]
-        rows = await self.db(lambda db: list_audit(db, limit=300, actor=actor or None))
-        return self.render(request, "audit.html", rows=rows, actor=actor)
+        q = request.query_params
+        actor = (q.get("actor") or "").strip()[:64]
+        target = (q.get("target") or "").strip()[:80]
+        kind = q.get("kind") or ""
+        actions = self.AUDIT_KINDS.get(kind, ("", ()))[1]
+        rows = await self.db(
+            lambda db: list_audit(
+                db, limit=300, actor=actor or None, actions=actions, target=target or None
+            )
+        )
+        kinds = {k: v[0] for k, v in self.AUDIT_KINDS.items()}
+        return self.render(
+            request, "audit.html", rows=rows, actor=actor, target=target, kind=kind, kinds=kinds
+        )
 
 
 def _sse(event: dict[str, Any]) -> str:
@@ -1021,6 +1061,9 @@ def install(app: FastAPI, services: Any) -> Console:
 
     console = Console(services)
     app.include_router(console.router())
+    from hotline.console.privacy import PrivacyPages
+
+    app.include_router(PrivacyPages(console).router())
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
     app.add_middleware(SecurityHeaders)
 
