@@ -73,7 +73,7 @@ screenshots: setup
 	.venv/bin/python bench/screenshots.py
 
 models: .venv/.installed
-	@mkdir -p data/models
+	@umask 077; mkdir -p data/models
 	@if [ -d data/models/vosk-model-small-vn-0.4 ]; then echo "data/models/vosk-model-small-vn-0.4 is there"; \
 	else curl -fSL --max-time 300 -o data/models/vosk-vn.zip "$(VOSK_MODEL_URL)" \
 		&& (cd data/models && unzip -q vosk-vn.zip && rm vosk-vn.zip) \

@@ -40,6 +40,7 @@ import sqlite_utils
 from hotline.calls import caller_hash, mask_number
 from hotline.console.store import audit
 from hotline.store import Table, now_iso, register_schema
+from hotline.workdays import add_working_days
 
 log = logging.getLogger(__name__)
 
@@ -613,24 +614,6 @@ def start_retention_task(services: Any, *, first_delay_s: float = 60.0) -> async
 
 
 # --- request deadlines ---------------------------------------------------------------------------
-
-
-def _vn_holidays(years: Iterable[int]) -> Any:
-    import holidays
-
-    return holidays.country_holidays("VN", years=sorted(set(years)))
-
-
-def add_working_days(start: date, n: int) -> date:
-    """The n-th working day after `start` (Saturdays, Sundays and Vietnam's public holidays,
-    Tết included, are not working days)."""
-    off = _vn_holidays(range(start.year, start.year + 2))
-    d = start
-    while n > 0:
-        d += timedelta(days=1)
-        if d.weekday() < 5 and d not in off:
-            n -= 1
-    return d
 
 
 def deadlines(kind: str, received: date) -> tuple[date, date]:

@@ -111,6 +111,7 @@ def tickets() -> None:
 @click.option("--category", help="an intent, e.g. report_utilities")
 @click.option("--agency", help="agency code from routing.yml (ubnd_xa lists every commune)")
 @click.option("--drafts", is_flag=True, help="unconfirmed drafts instead of tickets")
+@click.option("--overdue", is_flag=True, help="open tickets past their deadline, most late first")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--json", "as_json", is_flag=True, help="JSON (caller numbers still masked)")
 def list_cmd(
@@ -118,10 +119,11 @@ def list_cmd(
     category: str | None,
     agency: str | None,
     drafts: bool,
+    overdue: bool,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List tickets, newest first. Caller numbers are masked."""
+    """List tickets, newest first (--overdue: most late first). Caller numbers are masked."""
     with _open() as (db, tz):
         rows = ts.list_tickets(
             db,
@@ -129,6 +131,7 @@ def list_cmd(
             category=category,
             agency=agency,
             confirmed=not drafts,
+            overdue=overdue,
             limit=limit,
         )
     for row in rows:
@@ -137,7 +140,13 @@ def list_cmd(
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not rows:
-        click.echo("Không có phiếu nào." if not drafts else "Không có bản nháp nào.")
+        click.echo(
+            "Không có bản nháp nào."
+            if drafts
+            else "Không có phiếu nào quá hạn."
+            if overdue
+            else "Không có phiếu nào."
+        )
         return
     header: tuple[str, ...]
     table: list[tuple[str, ...]]
@@ -158,6 +167,7 @@ def list_cmd(
         ]
     else:
         header = ("Mã", "Trạng thái", "Loại", "Cơ quan", "Địa bàn", "Người gọi", "Xác nhận lúc")
+        header += ("Hạn xử lý",)
         table = [
             (
                 format_code(r["code"]),
@@ -167,6 +177,7 @@ def list_cmd(
                 _cut(r["location_unit"] or r["location_raw"], 22),
                 r["caller"] or "",
                 _local(r["confirmed_at"] or r["created_at"], tz),
+                _local(r["due_at"], tz) if r.get("due_at") else "",
             )
             for r in rows
         ]

@@ -349,6 +349,7 @@ class Router:
     rules: list[Rule]
     default: str
     _gaz: _Gazetteer = field(repr=False, default=None)  # type: ignore[assignment]
+    deadlines: Any = field(repr=False, default=None)  # hotline.tickets.deadlines.Deadlines
 
     # -- loading --
 
@@ -365,7 +366,17 @@ class Router:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise RoutingError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        router = cls.from_dict(data, source=str(path))
+        # Deadlines live beside the routing table and travel with it to every confirmation.
+        sibling = path.with_name("deadlines.yml")
+        if sibling.exists():
+            from hotline.tickets.deadlines import DeadlineError, Deadlines
+
+            try:
+                router.deadlines = Deadlines.load(sibling)
+            except DeadlineError as exc:
+                raise RoutingError(str(exc)) from None
+        return router
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<routing>") -> Router:

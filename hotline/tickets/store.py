@@ -51,13 +51,21 @@ TICKETS = Table(
         "resolved_at": str,  # set on đã xử lý / từ chối, cleared on reopening
         "sms_sent_at": str,
         "priority": str,  # normal | urgent (filed during an emergency, or marked so)
+        "due_at": str,  # deadline (call_flows/deadlines.yml, in working days) from confirmation
         "closed_at": str,  # a draft withdrawn by the caller (or closed by an operator)
         "close_reason": str,
     },
     pk="id",
     not_null=frozenset({"confirmed"}),
     defaults={"confirmed": 0},
-    indexes=(("status",), ("call_sid",), ("created_at",), ("agency_code",), ("confirmed",)),
+    indexes=(
+        ("status",),
+        ("call_sid",),
+        ("created_at",),
+        ("agency_code",),
+        ("confirmed",),
+        ("due_at",),
+    ),
     # SQLite lets many rows hold NULL under a unique index, so drafts need no code.
     unique_indexes=(("code",),),
 )
@@ -458,13 +466,18 @@ def confirm_ticket(
             return bool(db.execute("SELECT 1 FROM tickets WHERE code = ?", [code]).fetchone())
 
         now = now_iso()
+        due_at = (
+            router.deadlines.due_at(row["category"], row.get("priority"), now)
+            if getattr(router, "deadlines", None)
+            else None
+        )
         for _attempt in range(5):
             code = new_code(exists)
             try:
                 db.execute(
                     "UPDATE tickets SET code = ?, confirmed = 1, status = ?, agency_code = ?,"
-                    " agency_name = ?, confirmed_at = ?, updated_at = ? WHERE id = ?",
-                    [code, NEW, agency_code, agency_name, now, now, ticket_id],
+                    " agency_name = ?, confirmed_at = ?, updated_at = ?, due_at = ? WHERE id = ?",
+                    [code, NEW, agency_code, agency_name, now, now, due_at, ticket_id],
                 )
                 break
             except sqlite3.IntegrityError:
@@ -539,12 +552,19 @@ def list_tickets(
     category: str | None = None,
     agency: str | None = None,
     confirmed: bool | None = True,
+    overdue: bool = False,
+    now: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Newest first. `agency` matches the code exactly or, for a templated agency, all its
-    units ('ubnd_xa' lists ubnd_xa:19333 and the rest). confirmed=None lists drafts too."""
+    """Newest first (most overdue first with `overdue`). `agency` matches the code exactly or,
+    for a templated agency, all its units ('ubnd_xa' lists ubnd_xa:19333 and the rest).
+    confirmed=None lists drafts too. `overdue`: open tickets past their due time."""
     where: list[str] = []
     params: list[Any] = []
+    if overdue:
+        marks = ", ".join("?" for _ in CLOSED)
+        where.append(f"due_at IS NOT NULL AND due_at < ? AND status NOT IN ({marks})")
+        params += [now or now_iso(), *sorted(CLOSED)]
     if confirmed is not None:
         where.append("confirmed = ?")
         params.append(1 if confirmed else 0)
@@ -560,7 +580,8 @@ def list_tickets(
     sql = "SELECT * FROM tickets"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY COALESCE(confirmed_at, created_at) DESC, id DESC LIMIT ?"
+    order = "due_at ASC" if overdue else "COALESCE(confirmed_at, created_at) DESC"
+    sql += f" ORDER BY {order}, id DESC LIMIT ?"
     params.append(int(limit))
     return list(db.query(sql, params))
 
