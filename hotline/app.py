@@ -230,6 +230,9 @@ def create_app(settings: Settings) -> FastAPI:
     from hotline.telephony.webhooks import router as twilio_router
 
     app.include_router(twilio_router)
+    from hotline.open311 import router as open311_router
+
+    app.include_router(open311_router)
 
     @app.websocket("/twilio/media")
     async def media_stream(ws: WebSocket) -> None:

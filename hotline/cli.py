@@ -266,6 +266,56 @@ def _print_replay(s: dict[str, Any]) -> None:
         click.echo(f"   PROBLEM: {p}")
 
 
+# --- open311 ----------------------------------------------------------------------------------
+@main.group()
+def open311() -> None:
+    """Open311 GeoReport v2 API (/open311/v2/): keys for the portals that file reports."""
+
+
+@open311.group("keys")
+def open311_keys() -> None:
+    """API keys: needed to POST requests; GETs are public and carry no personal data."""
+
+
+@open311_keys.command("add")
+@click.argument("name")
+def open311_keys_add(name: str) -> None:
+    """Print a new key for NAME (shown once; only its hash is stored)."""
+    from hotline.open311 import add_key
+
+    db = _db(_settings())
+    try:
+        with db.conn:
+            key = add_key(db, name)
+    except ValueError as exc:
+        click.echo(f"hotline: {exc}", err=True)
+        sys.exit(2)
+    click.echo(key)
+
+
+@open311_keys.command("list")
+def open311_keys_list() -> None:
+    from hotline.open311 import list_keys
+
+    for row in list_keys(_db(_settings())):
+        state = f"thu hồi {row['revoked_at']}" if row["revoked_at"] else "đang dùng"
+        click.echo(f"{row['name']}\t{row['created_at']}\t{state}")
+
+
+@open311_keys.command("revoke")
+@click.argument("name")
+def open311_keys_revoke(name: str) -> None:
+    from hotline.open311 import revoke_key
+
+    db = _db(_settings())
+    with db.conn:
+        n = revoke_key(db, name)
+    if not n:
+        click.echo(f"hotline: no active key named {name!r}", err=True)
+        sys.exit(2)
+    click.echo(f"revoked {n} key(s) of {name}")
+
+
 # --- privacy ----------------------------------------------------------------------------------
 @main.group()
 def privacy() -> None:

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     operator_hours: str = "mon-fri 07:30-17:00"
     emergency_transfer_number: str = ""
     timezone: str = "Asia/Ho_Chi_Minh"
+    # Open311 GeoReport v2 (/open311/v2/): the jurisdiction_id clients may name.
+    open311_jurisdiction: str = "quangtri.gov.vn"
 
     # --- console ---
     secret_key: str = ""

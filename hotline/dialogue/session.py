@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 from hotline.calls import add_event, add_turn, upsert_call
 from hotline.dialogue import engine as fe
+from hotline.nlu.gazetteer import place_of
 from hotline.speech.turns import SpeechEnded, SpeechStarted, TurnDetector
-from hotline.text import fold
 from hotline.tickets import store as tickets
 
 log = logging.getLogger(__name__)
@@ -57,23 +57,6 @@ def operators_on_duty(spec: str, tz: str, now: datetime | None = None) -> bool:
     in_days = d0 <= now.weekday() <= d1 if d0 <= d1 else now.weekday() >= d0 or now.weekday() <= d1
     minutes = now.hour * 60 + now.minute
     return in_days and h0 * 60 + m0 <= minutes < h1 * 60 + m1
-
-
-def place_of(location: Any) -> dict[str, Any] | None:
-    """The NLU's location as the flow and tickets use it: the caller's words, the unit they
-    resolve to (name, code: the routing table and the console key on these), and how to say it."""
-    if location is None:
-        return None
-    d = location.as_dict()
-    unit = location.new_unit or location.legacy_district or location.province
-    d["name"] = unit
-    d["code"] = location.new_unit_code
-    d["label"] = location.label
-    spoken = location.raw
-    if unit and fold(unit.split(" ", 1)[-1]) not in fold(spoken):
-        spoken = f"{spoken}, {unit}"
-    d["spoken"] = spoken
-    return d
 
 
 def _utterance(

@@ -576,3 +576,20 @@ def _match_street(raw: str) -> str | None:
         if re.search(rf"\b{re.escape(fold(s))}\b", key):
             return f"đường {s}"
     return None
+
+
+def place_of(location: Any) -> dict[str, Any] | None:
+    """The NLU's location as the flow and tickets use it: the caller's words, the unit they
+    resolve to (name, code: the routing table and the console key on these), and how to say it."""
+    if location is None:
+        return None
+    d = location.as_dict()
+    unit = location.new_unit or location.legacy_district or location.province
+    d["name"] = unit
+    d["code"] = location.new_unit_code
+    d["label"] = location.label
+    spoken = location.raw
+    if unit and fold(unit.split(" ", 1)[-1]) not in fold(spoken):
+        spoken = f"{spoken}, {unit}"
+    d["spoken"] = spoken
+    return d

@@ -128,7 +128,7 @@ _STATUS_ALIASES = {
     "rejected": REJECTED,
 }
 
-CHANNELS = frozenset({"voice", "keypad", "voice_message", "console"})
+CHANNELS = frozenset({"voice", "keypad", "voice_message", "console", "portal"})  # portal: Open311
 ACTIONS = ("created", "confirmed", "status", "comment", "assign", "cancelled")
 PRIORITIES = frozenset({"normal", "urgent"})
 
