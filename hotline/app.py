@@ -202,6 +202,11 @@ def create_app(settings: Settings) -> FastAPI:
         from hotline.privacy import start_retention_task
 
         retention = start_retention_task(services)  # the retention settings, applied daily
+        from hotline import outbox
+
+        sender = asyncio.get_running_loop().create_task(
+            outbox.run(store, services.rest, base_backoff_s=settings.outbox_retry_s)
+        )
         log.info(
             "hotline ready on %s (stream URL %s)", settings.base_url, settings.media_stream_url
         )
@@ -209,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             retention.cancel()
+            sender.cancel()
             await drain_calls(services, timeout=5)
             if services.nlu_server:
                 await services.nlu_server.stop()

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Ho_Chi_Minh"
     # Open311 GeoReport v2 (/open311/v2/): the jurisdiction_id clients may name.
     open311_jurisdiction: str = "quangtri.gov.vn"
+    # Messages to residents (hotline/outbox.py): first retry after this, doubling, up to 1 h.
+    outbox_retry_s: float = 30.0
 
     # --- console ---
     secret_key: str = ""

@@ -7,5 +7,6 @@ from __future__ import annotations
 import hotline.calls  # noqa: F401
 import hotline.console.store  # noqa: F401
 import hotline.open311  # noqa: F401
+import hotline.outbox  # noqa: F401
 import hotline.privacy  # noqa: F401
 import hotline.tickets.store  # noqa: F401

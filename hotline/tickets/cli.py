@@ -24,6 +24,7 @@ import click
 import sqlite_utils
 
 import hotline.schema  # noqa: F401  (registers every table)
+from hotline import outbox
 from hotline.calls import mask_number
 from hotline.config import ConfigError, load_settings
 from hotline.store import open_db
@@ -196,6 +197,7 @@ def show_cmd(code: str, as_json: bool) -> None:
     """Show one ticket and its history (full caller number: an operator's view)."""
     with _open() as (db, tz):
         ticket = ts.require_ticket(db, code)
+        ticket["outbox"] = outbox.for_ticket(db, ticket["id"])
     if as_json:
         ticket["latest_note"] = ts.latest_note(ticket)
         click.echo(json.dumps(ticket, ensure_ascii=False, indent=2))
@@ -225,8 +227,23 @@ def show_cmd(code: str, as_json: bool) -> None:
     lines.append("  Lịch sử:")
     for h in ticket["history"]:
         lines.append(f"    {_local(h['at'], tz)}  {h['actor']:<14} {_history_text(h)}")
+    if ticket["due_at"]:
+        lines.insert(-1 - len(ticket["history"]), f"  Hạn xử lý:   {_local(ticket['due_at'], tz)}")
+    if ticket["outbox"]:
+        lines.append("  Tin nhắn gửi người phản ánh:")
+        for m in ticket["outbox"]:
+            when = _local(m["sent_at"] or m["created_at"], tz)
+            lines.append(f"    {when}  {OUTBOX_STATES.get(m['state'], m['state']):<16} {m['body']}")
     for line in lines:
         click.echo(line)
+
+
+OUTBOX_STATES = {
+    "pending": "đang chờ gửi",
+    "sent": "đã gửi",
+    "failed": "gửi không được",
+    "not_configured": "chưa cấu hình SMS",
+}
 
 
 def _history_text(h: dict[str, Any]) -> str:

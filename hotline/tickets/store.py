@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from hotline.outbox import enqueue, status_message
 from hotline.store import Table, now_iso, register_schema
 from hotline.tickets.codes import clean_code, is_valid, new_code
 from hotline.tickets.routing import Router, fold, location_fields
@@ -647,6 +648,10 @@ def set_status(
             note=note,
             at=now,
         )
+        # The resident hears of it: queued in this transaction, sent by the outbox worker.
+        body = status_message(row, target, note)
+        if body:
+            enqueue(db, ticket_id=row["id"], to=row["caller"], body=body, reason=f"status:{target}")
         return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
 
 
