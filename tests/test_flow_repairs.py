@@ -371,3 +371,37 @@ def test_a_ticket_that_could_not_be_saved_is_said_and_no_code_is_read(flow, kb) 
     assert "Mã phản ánh" not in said(a)
     assert c.state in ("leave_message", "operator_transfer")
     assert c.ctx.get("description") == "mất điện từ sáng tới chừ"  # kept for the next try
+
+
+# --- rating a resolved ticket ----------------------------------------------------------------
+
+
+def looked_up(flow, kb, resolved: bool) -> tuple[fe.Conversation, list]:
+    c = convo(flow, kb)
+    c.handle(fe.Digit("3"))
+    for d in "6152040#":
+        c.handle(fe.Digit(d))
+    status = "đã xử lý" if resolved else "đang xử lý"
+    return c, c.handle(fe.TicketLookup("ok", "6152040", status, "Đã thay bóng", "", resolved))
+
+
+def test_a_resolved_ticket_is_rated_satisfied_by_key(flow, kb) -> None:
+    c, a = looked_up(flow, kb, resolved=True)
+    assert c.state == "rate_ask" and "hài lòng" in said(a)
+    a = c.handle(fe.Digit("1"))
+    assert of(a, fe.RateTicket) == [fe.RateTicket("6152040", True)]
+    assert c.state == "anything_else"
+
+
+def test_not_satisfied_reopens_with_the_callers_words(flow, kb) -> None:
+    c, _ = looked_up(flow, kb, resolved=True)
+    a = c.handle(utter("chưa hài lòng", "deny"))
+    assert c.state == "rate_unhappy"
+    a = c.handle(utter("đèn lại tắt rồi", "report_infrastructure"))
+    assert of(a, fe.RateTicket) == [fe.RateTicket("6152040", False, "đèn lại tắt rồi")]
+    assert "mở lại" in said(a)
+
+
+def test_an_open_ticket_is_not_rated(flow, kb) -> None:
+    c, _ = looked_up(flow, kb, resolved=False)
+    assert c.state == "anything_else" and "rate_ask" not in c.path

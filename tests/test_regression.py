@@ -88,7 +88,10 @@ def seed_ticket(server: HotlineServer, seed: dict[str, str]) -> None:
         )
         tickets.confirm_ticket(db, tid, router)
         db.execute("UPDATE tickets SET code = ? WHERE id = ?", [seed["code"], tid])
-        for status in ("đã tiếp nhận", seed["status"]):
+        lifecycle = ["đã tiếp nhận", "đang xử lý", "đã xử lý"]
+        target = seed["status"]
+        steps = lifecycle[: lifecycle.index(target) + 1] if target in lifecycle else [target]
+        for status in steps:
             tickets.set_status(db, seed["code"], status, note=seed.get("note"), actor="test")
 
     store.run(write)
@@ -113,6 +116,13 @@ async def test_recorded_call(
     summary = await replay(server_for(path, hotline, servers), path)
     problems = check_expectations(summary, sidecar(path)["expect"])
     assert not problems, f"{path.stem}: {problems}\n{yaml.safe_dump(summary, allow_unicode=True)}"
+    seed = sidecar(path).get("seed_ticket") or {}
+    if seed.get("after"):
+        # What the call did to the ticket it asked about (a rating, a re-opening).
+        db = server_for(path, hotline, servers).db()
+        row = next(db.query("SELECT * FROM tickets WHERE code = ?", [seed["code"]]))
+        for key, value in seed["after"].items():
+            assert row[key] == value, (key, row[key])
     # Every caller turn was stored with the text the sidecar says was recognised.
     heard = [
         t["text"]

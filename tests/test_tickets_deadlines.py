@@ -130,3 +130,24 @@ def test_overdue_lists_open_late_tickets_most_late_first(data_dir: Path) -> None
         tickets, ["list", "--overdue"], env={"HOTLINE_DATA_DIR": str(data_dir)}
     )
     assert "Hạn xử lý" in text.stdout and "2020-01-01 17:00" in text.stdout
+
+
+def test_not_satisfied_reopens_and_restarts_the_deadline(tmp_path: Path) -> None:
+    router = Router.load(DEFAULT_PATH)
+    db = open_db(tmp_path / "hotline.db")
+    tid = ts.create_draft(
+        db, call_sid=None, caller="+84905123456", category="report_utilities", description="x"
+    )
+    code = ts.confirm_ticket(db, tid, router)["code"]
+    db.execute("UPDATE tickets SET due_at = '2020-01-01T10:00:00.000Z' WHERE id = ?", [tid])
+    for status in ("đã tiếp nhận", "đang xử lý", "đã xử lý"):
+        ts.set_status(db, code, status, actor="t", note="Đã sửa")
+    with pytest.raises(ts.TicketError):
+        ts.rate_ticket(db, "0000000", satisfied=True)
+    t = ts.rate_ticket(db, code, satisfied=False, comment="vẫn mất điện", router=router)
+    assert t["status"] == "đang xử lý" and t["rating"] == 0 and t["resolved_at"] is None
+    assert t["due_at"] > "2026"  # counted again from the re-opening
+    assert [h["action"] for h in t["history"]][-2:] == ["rating", "status"]
+    assert "vẫn mất điện" in t["history"][-1]["note"]
+    with pytest.raises(ts.TicketError):  # only a resolved ticket can be rated
+        ts.rate_ticket(db, code, satisfied=True)

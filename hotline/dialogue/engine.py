@@ -71,6 +71,7 @@ class TicketLookup:
     ticket_status: str = ""
     note: str = ""
     category: str = ""
+    resolved: bool = False  # the ticket is resolved: the caller may rate the result
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,15 @@ class CancelDraft:
 
 
 @dataclass(frozen=True)
+class RateTicket:
+    """The caller's verdict on a resolved ticket; not satisfied re-opens it with their words."""
+
+    code: str
+    satisfied: bool
+    comment: str = ""
+
+
+@dataclass(frozen=True)
 class SetPace:
     """Speak slower (or normally again) for the rest of the call."""
 
@@ -176,6 +186,7 @@ Action = (
     | Transfer
     | SendSms
     | CancelDraft
+    | RateTicket
     | SetPace
     | SetOutcome
     | Hangup
@@ -305,6 +316,7 @@ class Conversation:
                 ticket_status=event.ticket_status,
                 ticket_note=event.note,
                 lookup_category=event.category,
+                lookup_resolved=event.resolved,
             )
         if isinstance(event, TransferResult):
             return self._answer("transfer", "transfer_ok" if event.ok else "transfer_failed")
@@ -730,6 +742,10 @@ class Conversation:
             case "mark_urgent":
                 c["priority"] = "urgent"
                 return [SaveDraft(self._draft())] if self._has_report() else []
+            case "rate_satisfied":
+                return [RateTicket(str(c.get("lookup_code", "")), True)]
+            case "reopen_ticket":
+                return [RateTicket(str(c.get("lookup_code", "")), False, u.text if u else "")]
             case "slow_down":
                 c["pace"] = "slow"
                 return [SetPace("slow")]
@@ -788,6 +804,8 @@ class Conversation:
                 return c.get("followup") is not None
             case "has_report":
                 return self._has_report()
+            case "ticket_resolved":
+                return bool(c.get("lookup_resolved"))
         raise ValueError(f"unknown condition {name!r}")
 
     def _draft(self) -> dict[str, Any]:

@@ -69,6 +69,8 @@ OPERATIONS = {
     "cancel_report",
     "mark_urgent",
     "slow_down",
+    "rate_satisfied",
+    "reopen_ticket",
 }
 # Operations that ask the session for something and wait for its answer as an event.
 AWAITING = {
@@ -89,6 +91,7 @@ CONDITIONS = {
     "has_answer",
     "has_followup",
     "has_report",
+    "ticket_resolved",
 }
 OUTCOMES = {
     "ticket",

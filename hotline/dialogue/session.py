@@ -486,6 +486,8 @@ class CallSession:
                 asyncio.get_running_loop().create_task(self._sms(code))
             case fe.CancelDraft(reason=reason):
                 await self._cancel_draft(reason)
+            case fe.RateTicket():
+                await self._rate(a)
             case fe.SetPace(pace=pace):
                 rate = self.sv.tts.rate
                 self.tts_rate = int(rate * SLOW_PACE) if pace == "slow" else None
@@ -629,6 +631,22 @@ class CallSession:
             log.exception("call %s: draft %s not marked cancelled", self.call.call_sid, draft_id)
         await self._event("draft_cancelled", draft_id=draft_id, by=reason)
 
+    async def _rate(self, a: fe.RateTicket) -> None:
+        try:
+            await self._db(
+                lambda db: tickets.rate_ticket(
+                    db,
+                    a.code,
+                    satisfied=a.satisfied,
+                    comment=a.comment or None,
+                    router=self.sv.router,
+                )
+            )
+        except Exception:
+            log.exception("call %s: rating of %s not saved", self.call.call_sid, a.code)
+            return
+        await self._event("ticket_rated", code=a.code, satisfied=a.satisfied)
+
     async def _lookup(self, code: str) -> None:
         result = await self._db(lambda db: tickets.lookup_ticket(db, code))
         t = result.ticket or {}
@@ -642,6 +660,7 @@ class CallSession:
                     t.get("status", ""),
                     note or "",
                     t.get("category", ""),
+                    t.get("status") == tickets.RESOLVED,
                 )
             )
         )

@@ -259,6 +259,8 @@ def _history_text(h: dict[str, Any]) -> str:
         text = f"chuyển từ {detail.get('from', {}).get('name')} sang {detail.get('to', {}).get('name')}"
     elif action == "comment":
         text = "ghi chú nội bộ"
+    elif action == "rating":
+        text = "người dân hài lòng" if detail.get("satisfied") else "người dân chưa hài lòng"
     else:
         text = action
     if h.get("note"):

@@ -52,6 +52,8 @@ TICKETS = Table(
         "resolved_at": str,  # set on đã xử lý / từ chối, cleared on reopening
         "sms_sent_at": str,
         "priority": str,  # normal | urgent (filed during an emergency, or marked so)
+        "rating": int,  # the resident's rating of the result: 1 satisfied, 0 not (latest)
+        "rated_at": str,
         "due_at": str,  # deadline (call_flows/deadlines.yml, in working days) from confirmation
         "closed_at": str,  # a draft withdrawn by the caller (or closed by an operator)
         "close_reason": str,
@@ -130,7 +132,7 @@ _STATUS_ALIASES = {
 }
 
 CHANNELS = frozenset({"voice", "keypad", "voice_message", "console", "portal"})  # portal: Open311
-ACTIONS = ("created", "confirmed", "status", "comment", "assign", "cancelled")
+ACTIONS = ("created", "confirmed", "status", "comment", "assign", "cancelled", "rating")
 PRIORITIES = frozenset({"normal", "urgent"})
 
 # Fields a draft may change while the call goes on.
@@ -652,6 +654,64 @@ def set_status(
         body = status_message(row, target, note)
         if body:
             enqueue(db, ticket_id=row["id"], to=row["caller"], body=body, reason=f"status:{target}")
+        return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
+
+
+def rate_ticket(
+    db: sqlite_utils.Database,
+    code: str,
+    *,
+    satisfied: bool,
+    comment: str | None = None,
+    router: Router | None = None,
+    actor: str = "người gọi",
+) -> dict[str, Any]:
+    """The resident's verdict on a resolved ticket. "Chưa hài lòng" re-opens it (đã xử lý ->
+    đang xử lý) with their words as a comment, and its deadline starts again."""
+    comment = _nfc(comment) or None
+    with db.atomic():
+        row = _require(db, code)
+        if row["status"] != RESOLVED:
+            raise TicketError(
+                "bad_transition",
+                f"Phiếu {row['code']} chưa xử lý xong, chưa đánh giá được",
+                f"ticket {row['code']} is {STATUS_EN.get(row['status'], row['status'])!r}, not resolved",
+            )
+        now = now_iso()
+        db.execute(
+            "UPDATE tickets SET rating = ?, rated_at = ?, updated_at = ? WHERE id = ?",
+            [1 if satisfied else 0, now, now, row["id"]],
+        )
+        _history(
+            db,
+            row["id"],
+            actor=actor,
+            action="rating",
+            note=comment,
+            detail={"satisfied": satisfied},
+            at=now,
+        )
+        if not satisfied:
+            due = (
+                router.deadlines.due_at(row["category"], row.get("priority"), now)
+                if router is not None and getattr(router, "deadlines", None)
+                else None
+            )
+            db.execute(
+                "UPDATE tickets SET status = ?, resolved_at = NULL, due_at = COALESCE(?, due_at)"
+                " WHERE id = ?",
+                [IN_PROGRESS, due, row["id"]],
+            )
+            _history(
+                db,
+                row["id"],
+                actor=actor,
+                action="status",
+                from_status=RESOLVED,
+                to_status=IN_PROGRESS,
+                note="Người phản ánh chưa hài lòng, mở lại" + (f": {comment}" if comment else ""),
+                at=now,
+            )
         return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
 
 
