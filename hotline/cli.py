@@ -482,9 +482,10 @@ def say(text: str, output: Path) -> None:
 
 def _register() -> None:
     from hotline.nlu.cli import nlu
-    from hotline.tickets.cli import tickets
+    from hotline.tickets.cli import incidents_cli, tickets
 
     main.add_command(tickets)
+    main.add_command(incidents_cli, "incidents")
     main.add_command(nlu)
     try:
         from hotline.console.cli import operators

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     open311_jurisdiction: str = "quangtri.gov.vn"
     # Messages to residents (hotline/outbox.py): first retry after this, doubling, up to 1 h.
     outbox_retry_s: float = 30.0
+    # Reports of one category in one commune/ward within this many hours are one incident.
+    incident_window_h: float = 24.0
 
     # --- console ---
     secret_key: str = ""

@@ -57,6 +57,7 @@ class MessageRecorded:
 class TicketOpened:
     code: str
     agency: str = ""
+    reports: int = 1  # reports in its incident (this one included): 1 when it stands alone
 
 
 @dataclass(frozen=True)
@@ -304,7 +305,13 @@ class Conversation:
         if isinstance(event, HungUp):
             return self._hung_up(event)
         if isinstance(event, TicketOpened):
-            return self._answer("ticket", "ticket_opened", code=event.code, agency=event.agency)
+            return self._answer(
+                "ticket",
+                "ticket_opened",
+                code=event.code,
+                agency=event.agency,
+                incident_reports=event.reports,
+            )
         if isinstance(event, TicketFailed):
             return self._answer("ticket", "ticket_failed", ticket_error=event.error)
         if isinstance(event, TicketLookup):
@@ -804,6 +811,8 @@ class Conversation:
                 return c.get("followup") is not None
             case "has_report":
                 return self._has_report()
+            case "incident_known":
+                return int(c.get("incident_reports") or 1) > 1
             case "ticket_resolved":
                 return bool(c.get("lookup_resolved"))
         raise ValueError(f"unknown condition {name!r}")
@@ -902,6 +911,7 @@ class Conversation:
                 else ""
             ),
             "agency": c.get("agency", ""),
+            "incident_reports": c.get("incident_reports", ""),
             "followup": c["followup"].prompt if c.get("followup") else "",
             "kb_menu": self.kb.menu.prompt if self.kb is not None else "",
             "kb_menu_invalid": self.kb.menu.invalid if self.kb is not None else "",

@@ -92,6 +92,7 @@ CONDITIONS = {
     "has_followup",
     "has_report",
     "ticket_resolved",
+    "incident_known",
 }
 OUTCOMES = {
     "ticket",

@@ -14,7 +14,7 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -594,7 +594,12 @@ class CallSession:
             draft_id = self.draft_id
 
             def confirm(db: Any) -> dict[str, Any]:
-                ticket = tickets.confirm_ticket(db, draft_id, self.sv.router)
+                ticket = tickets.confirm_ticket(
+                    db,
+                    draft_id,
+                    self.sv.router,
+                    incident_window=timedelta(hours=self.settings.incident_window_h),
+                )
                 upsert_call(db, self.call.call_sid, ticket_code=ticket["code"])
                 add_event(
                     db,
@@ -618,7 +623,13 @@ class CallSession:
         self.ticket_codes.append(ticket["code"])
         self._publish("ticket", code=ticket["code"], category=ticket["category"])
         await self._run(
-            self.conv.handle(fe.TicketOpened(ticket["code"], ticket.get("agency_name") or ""))
+            self.conv.handle(
+                fe.TicketOpened(
+                    ticket["code"],
+                    ticket.get("agency_name") or "",
+                    int(ticket.get("incident_reports") or 1),
+                )
+            )
         )
 
     async def _cancel_draft(self, reason: str) -> None:

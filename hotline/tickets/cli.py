@@ -28,6 +28,7 @@ from hotline import outbox
 from hotline.calls import mask_number
 from hotline.config import ConfigError, load_settings
 from hotline.store import open_db
+from hotline.tickets import incidents
 from hotline.tickets import store as ts
 from hotline.tickets.codes import format_code
 from hotline.tickets.routing import CATEGORY_LABELS
@@ -321,3 +322,76 @@ def export_cmd(fmt: str, output: Path | None, drafts: bool) -> None:
     tmp.write_bytes(data)
     tmp.replace(output)
     click.echo(f"Đã xuất {len(rows)} phiếu ra {output}", err=True)
+
+
+@click.group("incidents", help="Sự việc: phản ánh cùng loại, cùng xã/phường, gộp lại (incidents).")
+def incidents_cli() -> None:
+    pass
+
+
+@incidents_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def incidents_list(as_json: bool) -> None:
+    """Open incidents, most reported first."""
+    with _open() as (db, tz):
+        rows = incidents.list_open(db)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo("Không có sự việc nào đang mở.")
+        return
+    for r in rows:
+        click.echo(
+            f"#{r['id']}  {r['reports']:>4} phản ánh  {_category(r['category'])}  "
+            f"{r['location_unit'] or r['location_code']}  từ {_local(r['opened_at'], tz)}"
+        )
+
+
+@incidents_cli.command("show")
+@click.argument("incident_id", type=int)
+def incidents_show(incident_id: int) -> None:
+    with _open() as (db, _tz):
+        incident = incidents.get(db, incident_id)
+    if incident is None:
+        click.echo(f"Không có sự việc số {incident_id}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps(incident, ensure_ascii=False, indent=2))
+
+
+@incidents_cli.command("resolve")
+@click.argument("incident_id", type=int)
+@click.option("--note", required=True, help="the result, read and texted to every reporter")
+@click.option("--actor", default=_default_actor, show_default="cli:$USER")
+def incidents_resolve(incident_id: int, note: str, actor: str) -> None:
+    """Resolve the incident and all its open tickets; every reporter gets the SMS."""
+    with _open() as (db, _tz):
+        try:
+            codes = incidents.resolve(db, incident_id, note=note, actor=actor)
+        except KeyError:
+            click.echo(f"Không có sự việc số {incident_id}", err=True)
+            sys.exit(2)
+    click.echo(f"Đã xử lý sự việc #{incident_id}: {len(codes)} phiếu.")
+
+
+@incidents_cli.command("merge")
+@click.argument("into", type=int)
+@click.argument("other", type=int)
+def incidents_merge(into: int, other: int) -> None:
+    with _open() as (db, _tz):
+        try:
+            merged = incidents.merge(db, into, other)
+        except KeyError:
+            click.echo("Không có sự việc đó", err=True)
+            sys.exit(2)
+    click.echo(f"Sự việc #{into}: {merged['reports']} phản ánh.")
+
+
+@incidents_cli.command("split")
+@click.argument("code")
+def incidents_split(code: str) -> None:
+    """Take one ticket out of its incident."""
+    with _open() as (db, _tz):
+        ts.require_ticket(db, code)
+        incidents.split(db, code)
+    click.echo(f"Phiếu {format_code(code)} không còn thuộc sự việc nào.")

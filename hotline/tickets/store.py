@@ -18,12 +18,14 @@ import sqlite3
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import sqlite_utils
 
 from hotline.outbox import enqueue, status_message
 from hotline.store import Table, now_iso, register_schema
+from hotline.tickets import incidents
 from hotline.tickets.codes import clean_code, is_valid, new_code
 from hotline.tickets.routing import Router, fold, location_fields
 
@@ -52,6 +54,7 @@ TICKETS = Table(
         "resolved_at": str,  # set on đã xử lý / từ chối, cleared on reopening
         "sms_sent_at": str,
         "priority": str,  # normal | urgent (filed during an emergency, or marked so)
+        "incident_id": int,  # reports grouped as one incident (hotline/tickets/incidents.py)
         "rating": int,  # the resident's rating of the result: 1 satisfied, 0 not (latest)
         "rated_at": str,
         "due_at": str,  # deadline (call_flows/deadlines.yml, in working days) from confirmation
@@ -443,7 +446,12 @@ def cancel_draft(
 
 
 def confirm_ticket(
-    db: sqlite_utils.Database, ticket_id: int, router: Router, actor: str = "hotline"
+    db: sqlite_utils.Database,
+    ticket_id: int,
+    router: Router,
+    actor: str = "hotline",
+    *,
+    incident_window: timedelta | None = None,
 ) -> dict[str, Any]:
     """Give a draft its code and agency and the status 'mới'; returns the ticket.
 
@@ -499,7 +507,12 @@ def confirm_ticket(
         )
         row = _row(db, "id = ?", [ticket_id])
         assert row is not None
-        return _with_history(db, row)
+        incident = incidents.attach(db, row, window=incident_window or incidents.DEFAULT_WINDOW)
+        row = _row(db, "id = ?", [ticket_id])
+        assert row is not None
+        ticket = _with_history(db, row)
+        ticket["incident_reports"] = incident["reports"] if incident else 1
+        return ticket
 
 
 def mark_sms_sent(db: sqlite_utils.Database, ticket_id: int, at: str | None = None) -> None:
@@ -598,7 +611,13 @@ def list_drafts(db: sqlite_utils.Database, *, limit: int = 100) -> list[dict[str
 
 
 def set_status(
-    db: sqlite_utils.Database, code: str, status: str, *, note: str | None = None, actor: str
+    db: sqlite_utils.Database,
+    code: str,
+    status: str,
+    *,
+    note: str | None = None,
+    actor: str,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Move a ticket along its lifecycle; returns the ticket. The note of a status change is
     what a caller asking about the ticket hears (latest_note), so write it for them.
@@ -651,7 +670,7 @@ def set_status(
             at=now,
         )
         # The resident hears of it: queued in this transaction, sent by the outbox worker.
-        body = status_message(row, target, note)
+        body = status_message(row, target, note) if notify else None
         if body:
             enqueue(db, ticket_id=row["id"], to=row["caller"], body=body, reason=f"status:{target}")
         return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
