@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -39,7 +39,7 @@ from markupsafe import Markup
 from starlette.websockets import WebSocket
 
 from hotline.calls import get_call, mask_number
-from hotline.console import accounts, charts, corrections, queries
+from hotline.console import accounts, charts, corrections, queries, search
 from hotline.console.accounts import AccountError, Operator
 from hotline.console.corrections import INTENT_LABELS, CorrectionError
 from hotline.console.store import ROLE_LABELS, ROLES, audit, list_audit, role_at_least
@@ -60,7 +60,10 @@ LIVE_STREAM_MAX_S = 25.0  # an open event stream delays a server restart; browse
 LIVE_PING_S = 10.0
 
 OK_MESSAGES = {
-    "corrected": "Đã lưu nhãn sửa. Cảm ơn bạn đã dạy NLU.",
+    "corrected": "Đã lưu nhãn sửa. Máy sẽ học theo ở lần huấn luyện tới.",
+    "category": "Đã đổi lĩnh vực và giao lại phiếu theo bảng phân công.",
+    "draft_confirmed": "Đã tạo phiếu từ bản nháp.",
+    "draft_closed": "Đã đóng phiếu nháp.",
     "status": "Đã đổi trạng thái phiếu.",
     "comment": "Đã thêm ghi chú.",
     "assigned": "Đã giao phiếu cho cơ quan mới.",
@@ -149,6 +152,7 @@ class Console:
             role_at_least=role_at_least,
         )
         self._static_version = self._compute_static_version()
+        services.store.run(search.ensure_index)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -418,13 +422,17 @@ class Console:
         await self.user(request)
         params = dict(request.query_params)
         f = queries.parse_call_filter(params)
-        rows, more = await self.db(lambda db: queries.list_calls(db, f, self.tz))
+        rows, total = await self.db(lambda db: queries.list_calls(db, f, self.tz))
+        more = f.page * queries.PAGE_SIZE < total
         return self.render(
             request,
             "calls.html",
             calls=rows,
             f=f,
             more=more,
+            total=total,
+            range_text=queries.range_text(f.page, total),
+            shortcuts=queries.shortcuts(self.tz),
             intents=queries.FILTER_INTENTS,
             outcomes=queries.OUTCOME_LABELS,
             next_qs=f.query_string(page=f.page + 1),
@@ -460,10 +468,18 @@ class Console:
             raise NotFound(f"Không có cuộc gọi {sid}")
         has_audio = self._recording(call) is not None
         dtmf = [t for t in call["turns"] if t.get("kind") == "dtmf"]
+        from hotline.console.transcript import played_turns
+
+        is_test = (call.get("caller") or "").startswith("console:") or bool(
+            await self.sv.store.aquery("SELECT 1 FROM test_calls WHERE call_sid = ?", [sid])
+        )
         return self.render(
             request,
             "call.html",
             call=call,
+            turns=played_turns(call),
+            offers=_category_offers(call),
+            is_test=is_test,
             has_audio=has_audio,
             dtmf=dtmf,
             intents=INTENTS,
@@ -538,10 +554,15 @@ class Console:
     # --- tickets ------------------------------------------------------------------------------
 
     async def tickets_page(self, request: Request) -> Response:
-        await self.user(request)
+        op = await self.user(request)
         agencies = self.agencies()
         f = queries.parse_ticket_filter(dict(request.query_params), agencies)
-        rows = await self.db(lambda db: queries.list_tickets(db, f))
+
+        def read(db: Any) -> tuple[list[dict[str, Any]], int]:
+            rows = queries.list_tickets(db, f, tz=self.tz, actor=op.username)
+            return rows, queries.count_tickets(db, f, tz=self.tz, actor=op.username)
+
+        rows, total = await self.db(read)
         now = datetime.now(UTC)
         for r in rows:
             r["age"] = queries.age_text(r.get("confirmed_at") or r.get("created_at"), now)
@@ -549,6 +570,12 @@ class Console:
             request,
             "tickets.html",
             tickets=rows,
+            total=total,
+            range_text=queries.range_text(f.page, total),
+            shortcuts=queries.shortcuts(self.tz),
+            more=f.page * queries.PAGE_SIZE < total,
+            next_qs=f.query_string(page=f.page + 1),
+            prev_qs=f.query_string(page=f.page - 1) if f.page > 1 else "",
             f=f,
             agencies=agencies,
             statuses=queries.status_options(),
@@ -566,7 +593,10 @@ class Console:
         ip = self.ip(request)
 
         def read(db: Any) -> list[dict[str, Any]]:
-            ids = {t["id"] for t in queries.list_tickets(db, f, limit=1_000_000)}
+            listed = queries.list_tickets(
+                db, f, limit=1_000_000, offset=0, tz=self.tz, actor=op.username
+            )
+            ids = {t["id"] for t in listed}
             rows = [r for r in tickets.export_rows(db, include_drafts=f.drafts) if r["id"] in ids]
             audit(db, op.username, "tickets_export", None, {"rows": len(rows), **f.as_dict()}, ip)
             return rows
@@ -614,9 +644,23 @@ class Console:
         ]
         extra["assignable"] = self.assignable(ticket)
         extra["age"] = queries.age_text(ticket.get("confirmed_at") or ticket.get("created_at"))
+        extra["categories"] = queries.CATEGORY_LABELS
+        names = await self.db(accounts.list_operators)
+        extra["names"] = {o["username"]: o.get("display_name") or o["username"] for o in names}
+        extra["names"]["hotline"] = "Tổng đài tự động"
+        from hotline.console.work import is_test_ticket
+
+        extra["is_test"] = await self.db(lambda db: is_test_ticket(db, ticket))
         return extra
 
-    async def ticket_page(self, request: Request, code: str, *, error: str = "") -> Response:
+    async def ticket_page(
+        self,
+        request: Request,
+        code: str,
+        *,
+        error: str = "",
+        errors: dict[str, str] | None = None,
+    ) -> Response:
         await self.user(request)
         cleaned = clean_code(code)
         if not is_valid(cleaned):
@@ -628,10 +672,23 @@ class Console:
             raise NotFound(f"Không tìm thấy phiếu {cleaned}")
         ctx = await self._ticket_context(ticket)
         return self.render(
-            request, "ticket.html", 400 if error else 200, ticket=ticket, error=error, **ctx
+            request,
+            "ticket.html",
+            400 if error or errors else 200,
+            ticket=ticket,
+            error=error,
+            errors=errors or {},
+            **ctx,
         )
 
-    async def draft_page(self, request: Request, ticket_id: str) -> Response:
+    async def draft_page(
+        self,
+        request: Request,
+        ticket_id: str,
+        *,
+        errors: dict[str, str] | None = None,
+        revealed: str = "",
+    ) -> Response:
         await self.user(request)
         if not ticket_id.isdigit() or len(ticket_id) > 12:
             raise NotFound("Không có phiếu nháp này")
@@ -642,7 +699,16 @@ class Console:
             return RedirectResponse(f"/console/tickets/{ticket['code']}", status_code=303)
         ctx = await self._ticket_context(ticket)
         ctx["transitions"], ctx["assignable"] = [], []
-        return self.render(request, "ticket.html", ticket=ticket, error="", **ctx)
+        return self.render(
+            request,
+            "ticket.html",
+            400 if errors else 200,
+            ticket=ticket,
+            error="",
+            errors=errors or {},
+            revealed=revealed,
+            **ctx,
+        )
 
     async def _ticket_change(
         self,
@@ -772,18 +838,57 @@ class Console:
         await self.user(request, "supervisor")
         d_from, d_to = queries.parse_range(dict(request.query_params), self.tz)
         data = await self.db(lambda db: queries.dashboard(db, d_from, d_to, self.tz))
+        today = datetime.now(self.tz).date()
+        days = [d_from + timedelta(days=i) for i in range((d_to - d_from).days + 1)]
+        day_links = [f"/console/calls?from={d}&to={d}&tests=hide" for d in days]
+        range_qs = f"from={d_from}&to={d_to}"
+        outcome_items = list(data.outcomes.items())
         return self.render(
             request,
             "dashboard.html",
             d=data,
             median=queries.duration_text(data.median_resolution_s),
-            per_day_chart=charts.column_chart(data.calls_per_day, "Số cuộc gọi mỗi ngày"),
-            groups_chart=charts.bar_chart(
-                data.groups, "Kết quả cuộc gọi", total=data.total_calls or None
+            definition=queries.CONTAINMENT_DEFINITION,
+            per_day_chart=charts.column_chart(
+                data.calls_per_day,
+                "Số cuộc gọi mỗi ngày",
+                links=day_links,
+                highlight=days.index(today) if today in days else None,
             ),
-            categories_chart=charts.bar_chart(data.categories, "Lĩnh vực phản ánh nhiều nhất"),
+            per_hour_chart=charts.column_chart(
+                [(f"{h}h", n) for h, n in enumerate(data.per_hour)],
+                "Số cuộc gọi theo giờ trong ngày",
+                height=220,
+            ),
+            groups_chart=charts.bar_chart(
+                [(queries.OUTCOME_LABELS.get(k, k), n) for k, n in outcome_items],
+                "Kết quả cuộc gọi",
+                total=data.total_calls or None,
+                links=[
+                    f"/console/calls?{range_qs}&outcome={k}&tests=hide" for k, _ in outcome_items
+                ],
+            ),
+            categories_chart=charts.bar_chart(
+                data.categories,
+                "Lĩnh vực phản ánh nhiều nhất",
+                links=[f"/console/tickets?{range_qs}&category={c}" for c in data.category_codes],
+            ),
             agency_chart=charts.bar_chart(
-                data.open_by_agency, "Phiếu chưa xong theo cơ quan", width=960
+                data.open_by_agency,
+                "Phiếu chưa xong theo cơ quan",
+                width=960,
+                links=[
+                    f"/console/tickets?status=open&agency={c}" if c in self.agencies() else None
+                    for c in data.open_agency_codes
+                ],
+            ),
+            age_chart=charts.bar_chart(
+                [(label, n) for label, n, _ in data.age_bands],
+                "Phiếu chưa xong theo thời gian chờ",
+                links=[
+                    "/console/tickets?status=open&sort=oldest" + (f"&age={k}" if k else "")
+                    for _, _, k in data.age_bands
+                ],
             ),
         )
 
@@ -948,6 +1053,23 @@ class Console:
         return self.render(request, "audit.html", rows=rows, actor=actor)
 
 
+def _category_offers(call: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Tickets of this call whose category an operator's NLU correction contradicts: the page
+    offers to apply the corrected category (which re-routes the ticket)."""
+    fixes = sorted(call.get("fixes", {}).values(), key=lambda f: f.get("id") or 0)
+    wanted = [
+        f["corrected_intent"] for f in fixes if f.get("corrected_intent") in queries.REPORT_INTENTS
+    ]
+    if not wanted:
+        return []
+    target = wanted[-1]
+    return [
+        (t, target)
+        for t in call.get("tickets", [])
+        if t.get("category") != target and not (not t.get("confirmed") and t.get("status"))
+    ]
+
+
 def _sse(event: dict[str, Any]) -> str:
     data = json.dumps(event, ensure_ascii=False, default=str)
     return f"data: {data}\n\n"
@@ -1019,8 +1141,11 @@ def install(app: FastAPI, services: Any) -> Console:
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    from hotline.console.work import Work
+
     console = Console(services)
     app.include_router(console.router())
+    app.include_router(Work(console).router())
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
     app.add_middleware(SecurityHeaders)
 
