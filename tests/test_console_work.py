@@ -10,8 +10,8 @@ functions after the server has created its tables and search triggers.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest

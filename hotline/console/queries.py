@@ -43,6 +43,32 @@ HANGUP_LABELS: dict[str, str] = {
     "server_error": "lỗi máy chủ",
 }
 
+# Audit log actions as the admin page shows them.
+AUDIT_LABELS: dict[str, str] = {
+    "login": "Đăng nhập",
+    "login_failed": "Đăng nhập sai",
+    "login_locked": "Đăng nhập khi đang bị khóa",
+    "login_lockout": "Tạm khóa vì sai nhiều lần",
+    "logout": "Đăng xuất",
+    "operator_add": "Tạo tài khoản",
+    "operator_role": "Đổi vai trò",
+    "operator_disable": "Khóa tài khoản",
+    "operator_enable": "Mở khóa tài khoản",
+    "operator_password": "Đổi mật khẩu",
+    "test_call": "Gọi thử",
+    "tickets_export": "Tải danh sách phiếu",
+    "corrections_export": "Tải nhãn sửa",
+    "nlu_correction": "Sửa nhãn máy hiểu",
+    "ticket_status": "Đổi trạng thái phiếu",
+    "ticket_comment": "Ghi chú nội bộ",
+    "ticket_assign": "Giao cơ quan",
+    "ticket_category": "Đổi lĩnh vực phiếu",
+    "draft_confirm": "Tạo phiếu từ bản nháp",
+    "draft_close": "Đóng phiếu nháp",
+    "caller_number_shown": "Xem số để gọi lại",
+    "retrain": "Bắt đầu huấn luyện lại",
+}
+
 # The dashboard's groups (what the operations centre reports on).
 OUTCOME_GROUPS: dict[str, tuple[str, ...]] = {
     "Máy tự giải đáp": ("answered", "status_given", "emergency"),

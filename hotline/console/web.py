@@ -149,6 +149,7 @@ class Console:
             OUTCOME_LABELS=queries.OUTCOME_LABELS,
             HANGUP_LABELS=queries.HANGUP_LABELS,
             CATEGORY_LABELS=queries.CATEGORY_LABELS,
+            AUDIT_LABELS=queries.AUDIT_LABELS,
             role_at_least=role_at_least,
         )
         self._static_version = self._compute_static_version()
