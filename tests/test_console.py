@@ -259,6 +259,11 @@ def test_recording_is_served_with_ranges_and_only_its_own_path(console: dict[str
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
     assert part.content == whole.content[100:200]
+    # For listening, a compressed copy (Ogg Vorbis made with sox); the WAV stays for export.
+    small = c.get(f"/console/calls/{sid}/audio.ogg")
+    assert small.status_code == 200 and small.content[:4] == b"OggS"
+    assert len(small.content) * 8 < len(whole.content)
+    assert small.headers["content-type"] == "audio/ogg"
     # A call whose stored path points outside the recordings directory gets nothing.
     db = server.db()
     db.execute(
@@ -268,6 +273,7 @@ def test_recording_is_served_with_ranges_and_only_its_own_path(console: dict[str
     db.conn.commit()
     db.conn.close()
     assert c.get("/console/calls/CAevil/audio").status_code == 404
+    assert c.get("/console/calls/CAevil/audio.ogg").status_code == 404
 
 
 def test_csrf_token_is_required(console: dict[str, Any]) -> None:
@@ -548,6 +554,8 @@ def test_ticket_status_change_shows_in_history(console: dict[str, Any], browser:
     assert body.startswith("\ufeff".encode())
     text = body.decode("utf-8-sig")
     assert code in text and "đã tiếp nhận" in text and "+84905***001" in text
+    assert text.startswith("Mã phiếu,Trạng thái,Lĩnh vực") and "Điện, nước" in text
+    assert "report_utilities" not in text and ".wav" not in text
     assert "+84905000001" not in text
     page.context.close()
 

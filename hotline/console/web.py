@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hmac
-import io
 import json
 import logging
 import re
@@ -103,15 +101,6 @@ class BadRequest(Exception):
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _csv_cell(value: Any) -> Any:
-    """Spreadsheets run cells starting with = + - @ as formulas: a caller's words must not."""
-    if not isinstance(value, str) or not value:
-        return value
-    if value[0] in "=@\t\r" or (value[0] in "+-" and not re.fullmatch(r"[+-][\d .]*", value)):
-        return "'" + value
-    return value
 
 
 def _display_unit(name: str) -> str:
@@ -279,9 +268,11 @@ class Console:
         add("/calls", self.calls_page, methods=["GET"])
         add("/calls/{call_sid}", self.call_page, methods=["GET"])
         add("/calls/{call_sid}/audio", self.call_audio, methods=["GET"])
+        add("/calls/{call_sid}/audio.ogg", self.call_audio_compressed, methods=["GET"])
         add("/turns/{turn_id}/correct", self.correct_turn, methods=["POST"])
         add("/tickets", self.tickets_page, methods=["GET"])
         add("/tickets.csv", self.tickets_csv, methods=["GET"])
+        add("/tickets.xlsx", self.tickets_xlsx, methods=["GET"])
         add("/tickets/{code}", self.ticket_page, methods=["GET"])
         add("/tickets/{code}/status", self.ticket_status, methods=["POST"])
         add("/tickets/{code}/comment", self.ticket_comment, methods=["POST"])
@@ -524,6 +515,30 @@ class Console:
             filename=f"{sid}.wav",
         )
 
+    async def call_audio_compressed(self, request: Request, call_sid: str) -> Response:
+        """The recording as Ogg Vorbis for listening (about 1/20 of the WAV), made once with
+        sox next to the WAV, which stays for export. 404 while the call is going on or if sox
+        fails: the page's player then falls back to the WAV."""
+        await self.user(request, api=True)
+        sid = self._check_sid(call_sid, api=True)
+        rows = await self.sv.store.aquery(
+            "SELECT mixed_recording_path, recording_path, ended_at FROM calls WHERE call_sid = ?",
+            [sid],
+        )
+        path = self._recording(rows[0]) if rows and rows[0].get("ended_at") else None
+        if path is None:
+            raise NotFound("Cuộc gọi này không có bản ghi âm", api=True)
+        ogg = await asyncio.to_thread(listening_copy, path)
+        if ogg is None:
+            raise NotFound("Không tạo được bản nghe nén", api=True)
+        return FileResponse(
+            ogg,
+            media_type="audio/ogg",
+            headers={"Cache-Control": "private, max-age=0"},
+            content_disposition_type="inline",
+            filename=f"{sid}.ogg",
+        )
+
     async def correct_turn(self, request: Request, turn_id: str) -> Response:
         op = await self.user(request)
         form = await self.form(request, op)
@@ -585,6 +600,14 @@ class Console:
         )
 
     async def tickets_csv(self, request: Request) -> Response:
+        return await self._tickets_export(request, "csv")
+
+    async def tickets_xlsx(self, request: Request) -> Response:
+        return await self._tickets_export(request, "xlsx")
+
+    async def _tickets_export(self, request: Request, fmt: str) -> Response:
+        from hotline.console import export
+
         op = await self.user(request, api=True)
         agencies = self.agencies()
         try:
@@ -599,23 +622,25 @@ class Console:
             )
             ids = {t["id"] for t in listed}
             rows = [r for r in tickets.export_rows(db, include_drafts=f.drafts) if r["id"] in ids]
-            audit(db, op.username, "tickets_export", None, {"rows": len(rows), **f.as_dict()}, ip)
+            detail = {"rows": len(rows), "format": fmt, **f.as_dict()}
+            audit(db, op.username, "tickets_export", None, detail, ip)
             return rows
 
         rows = await self.db(read)
-        buf = io.StringIO()
-        buf.write("\ufeff")  # Excel opens UTF-8 Vietnamese correctly only with a BOM
-        writer = csv.writer(buf)
-        writer.writerow(tickets.EXPORT_COLUMNS)
         for row in rows:
             if not role_at_least(op.role, "supervisor"):
                 row["caller"] = mask_number(row.get("caller"))
-            writer.writerow([_csv_cell(row.get(c)) for c in tickets.EXPORT_COLUMNS])
         stamp = datetime.now(self.tz).strftime("%Y%m%d-%H%M")
+        if fmt == "xlsx":
+            body = await asyncio.to_thread(export.to_xlsx, rows, self.tz)
+            media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        else:
+            body = export.to_csv(rows, self.tz)
+            media = "text/csv; charset=utf-8"
         return Response(
-            buf.getvalue().encode("utf-8"),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="phan-anh-{stamp}.csv"'},
+            body,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="phan-anh-{stamp}.{fmt}"'},
         )
 
     async def _ticket_context(self, ticket: dict[str, Any]) -> dict[str, Any]:
@@ -1052,6 +1077,26 @@ class Console:
         actor = (request.query_params.get("actor") or "").strip()[:64]
         rows = await self.db(lambda db: list_audit(db, limit=300, actor=actor or None))
         return self.render(request, "audit.html", rows=rows, actor=actor)
+
+
+def listening_copy(wav: Path) -> Path | None:
+    """An Ogg Vorbis copy of a finished recording, made once (sox, quality 0)."""
+    import subprocess
+
+    ogg = wav.with_suffix(".ogg")
+    if ogg.is_file() and ogg.stat().st_mtime >= wav.stat().st_mtime:
+        return ogg
+    tmp = ogg.with_name(f".{ogg.stem}.{secrets.token_hex(4)}.ogg")
+    try:
+        subprocess.run(
+            ["sox", str(wav), "-C", "0", str(tmp)], check=True, capture_output=True, timeout=60
+        )
+        tmp.replace(ogg)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not make a listening copy of %s: %s", wav.name, exc)
+        tmp.unlink(missing_ok=True)
+        return None
+    return ogg
 
 
 def _category_offers(call: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
