@@ -351,3 +351,24 @@ def test_internal_and_status_notes_look_different(chromium: Any, site: dict[str,
     no_sideways_scroll(page)
     assert page.errors == []
     page.context.close()
+
+
+def test_supervisor_edits_status_templates(chromium: Any, site: dict[str, Any]) -> None:
+    s = site["seed"]
+    page = login(chromium, site, "alice")
+    page.goto("/console/templates")
+    field = page.locator("#templates-form textarea").first  # "đã tiếp nhận"
+    field.fill("x" * 600)
+    page.click("#templates-form button[type=submit]")
+    assert "dài quá" in page.inner_text("#templates-form .field-error")  # beside the field
+    assert page.get_attribute("#t-0", "aria-invalid") == "true"
+    field = page.locator("#t-0")
+    field.fill("Đã nhận phản ánh, cán bộ sẽ tới trong hôm nay.")
+    page.click("#templates-form button[type=submit]")
+    page.wait_for_selector("p.notice")
+    # The ticket page offers it for the status note; choosing it fills the note.
+    page.goto(f"/console/tickets/{s.water_code}")
+    page.select_option("#status-template", "Đã nhận phản ánh, cán bộ sẽ tới trong hôm nay.")
+    assert page.input_value("#status-note") == "Đã nhận phản ánh, cán bộ sẽ tới trong hôm nay."
+    assert page.errors == []
+    page.context.close()

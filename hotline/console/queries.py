@@ -67,6 +67,7 @@ AUDIT_LABELS: dict[str, str] = {
     "draft_close": "Đóng phiếu nháp",
     "caller_number_shown": "Xem số để gọi lại",
     "retrain": "Bắt đầu huấn luyện lại",
+    "templates_save": "Sửa mẫu câu trả lời",
 }
 
 # The dashboard's groups (what the operations centre reports on).

@@ -62,6 +62,7 @@ OK_MESSAGES = {
     "category": "Đã đổi lĩnh vực và giao lại phiếu theo bảng phân công.",
     "draft_confirmed": "Đã tạo phiếu từ bản nháp.",
     "draft_closed": "Đã đóng phiếu nháp.",
+    "templates": "Đã lưu các mẫu câu.",
     "status": "Đã đổi trạng thái phiếu.",
     "comment": "Đã thêm ghi chú.",
     "assigned": "Đã giao phiếu cho cơ quan mới.",
@@ -677,6 +678,11 @@ class Console:
         from hotline.console.work import is_test_ticket
 
         extra["is_test"] = await self.db(lambda db: is_test_ticket(db, ticket))
+        from hotline.console.store import status_templates
+
+        templates = await self.db(status_templates)
+        allowed = set(extra["transitions"])
+        extra["status_templates"] = {k: v for k, v in templates.items() if k in allowed}
         return extra
 
     async def ticket_page(

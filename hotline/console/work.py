@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from hotline.console import queries, search
+from hotline.console import queries, search, store
 from hotline.console.store import audit
 from hotline.tickets import store as tickets
 from hotline.tickets.store import TicketError
@@ -53,7 +53,45 @@ class Work:
         add("/drafts/{ticket_id}/confirm", self.draft_confirm, methods=["POST"])
         add("/drafts/{ticket_id}/callback", self.draft_callback, methods=["POST"])
         add("/drafts/{ticket_id}/close", self.draft_close, methods=["POST"])
+        add("/templates", self.templates_page, methods=["GET"])
+        add("/templates", self.templates_save, methods=["POST"])
         return r
+
+    # --- response templates (supervisors) -------------------------------------------------
+
+    async def templates_page(
+        self, request: Request, *, errors: dict[str, str] | None = None, values: Any = None
+    ) -> Response:
+        await self.c.user(request, "supervisor")
+        saved = await self.c.db(store.status_templates)
+        return self.c.render(
+            request,
+            "templates.html",
+            400 if errors else 200,
+            templates={**store.DEFAULT_TEMPLATES, **saved, **(values or {})},
+            errors=errors or {},
+        )
+
+    async def templates_save(self, request: Request) -> Response:
+        op = await self.c.user(request, "supervisor")
+        form = await self.c.form(request, op)
+        ip = self.c.ip(request)
+        values = {s: form.get(f"t-{i}", "") for i, s in enumerate(store.DEFAULT_TEMPLATES)}
+        errors = {
+            s: f"Mẫu câu dài quá {store.MAX_TEMPLATE} ký tự"
+            for s, text in values.items()
+            if len(text) > store.MAX_TEMPLATE
+        }
+        if errors:
+            return await self.templates_page(request, errors=errors, values=values)
+
+        def write(db: Any) -> None:
+            for status, text in values.items():
+                store.set_status_template(db, status, text, op.username)
+            audit(db, op.username, "templates_save", None, None, ip)
+
+        await self.c.db(write)
+        return RedirectResponse("/console/templates?ok=templates", status_code=303)
 
     # --- search ---------------------------------------------------------------------------
 
