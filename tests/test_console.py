@@ -510,10 +510,12 @@ def test_correct_an_intent_and_export_it(
     page.goto("/console/corrections")
     rows = page.locator("#confusion tbody tr").all_inner_texts()
     assert any(
-        "report_utilities" in r and "report_infrastructure" in r and r.strip().endswith("1")
+        "Phản ánh điện, nước" in r and "Phản ánh đường sá, hạ tầng" in r and r.strip().endswith("1")
         for r in rows
     ), rows
     assert page.locator("svg.heatmap rect.cell").count() >= 1
+    assert "report_" not in page.inner_text("main")  # Vietnamese labels, not intent codes
+    assert page.locator("#retrain-form button[type=submit]").is_enabled()
     page.context.close()
 
 
@@ -742,7 +744,7 @@ def test_cli_operators(console: dict[str, Any]) -> None:
     r = server.cli("operators", "add", "x y", "--password-stdin", input=PASSWORD + "\n")
     assert r.returncode != 0
     r = server.cli("operators", "list")
-    assert r.returncode == 0 and "alice" in r.stdout and "supervisor" in r.stdout
+    assert r.returncode == 0 and "alice" in r.stdout and "Giám sát viên" in r.stdout
     assert "argon2" not in r.stdout
     r = server.cli("operators", "set-password", "olga", "--password-stdin", input="mới-123456\n")
     assert r.returncode == 0

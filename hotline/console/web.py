@@ -63,6 +63,9 @@ OK_MESSAGES = {
     "draft_confirmed": "Đã tạo phiếu từ bản nháp.",
     "draft_closed": "Đã đóng phiếu nháp.",
     "templates": "Đã lưu các mẫu câu.",
+    "retrain_started": "Đã bắt đầu huấn luyện lại (vài phút). Mô hình mới được dùng sau khi"
+    " khởi động lại dịch vụ.",
+    "retrain_running": "Đang huấn luyện lại, hãy chờ lần trước xong.",
     "status": "Đã đổi trạng thái phiếu.",
     "comment": "Đã thêm ghi chú.",
     "assigned": "Đã giao phiếu cho cơ quan mới.",
@@ -822,25 +825,32 @@ class Console:
 
         data = await self.db(read)
         pairs = data["pairs"]
-        rows = sorted({a for a, _, _ in pairs})
-        cols = sorted({b for _, b, _ in pairs})
+        label = lambda i: INTENT_LABELS.get(i, i)  # noqa: E731
+        rows = sorted({label(a) for a, _, _ in pairs})
+        cols = sorted({label(b) for _, b, _ in pairs})
         heat = (
             charts.heatmap(
-                rows, cols, {(a, b): n for a, b, n in pairs}, "Ý định NLU nhận ra → ý định đã sửa"
+                rows,
+                cols,
+                {(label(a), label(b)): n for a, b, n in pairs},
+                "Máy hiểu là → điều hành viên sửa thành",
             )
             if pairs
             else Markup("")
         )
         by_original: dict[str, int] = {}
         for a, _, n in pairs:
-            by_original[a] = by_original.get(a, 0) + n
+            by_original[label(a)] = by_original.get(label(a), 0) + n
         most = charts.bar_chart(
             sorted(by_original.items(), key=lambda kv: -kv[1])[:12],
-            "Ý định bị sửa nhiều nhất",
+            "Máy hay hiểu sai nhất",
         )
+        from hotline.console.work import Work
+
         return self.render(
             request,
             "corrections.html",
+            retrain=Work(self).retrain_state(),
             pairs=pairs,
             heat=heat,
             most=most,

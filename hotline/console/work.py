@@ -40,6 +40,9 @@ def is_test_ticket(db: Any, ticket: dict[str, Any]) -> bool:
     )
 
 
+_RUNNING: dict[str, Any] = {}  # the retraining process this server started, if any
+
+
 class Work:
     def __init__(self, console: Console) -> None:
         self.c = console
@@ -53,9 +56,66 @@ class Work:
         add("/drafts/{ticket_id}/confirm", self.draft_confirm, methods=["POST"])
         add("/drafts/{ticket_id}/callback", self.draft_callback, methods=["POST"])
         add("/drafts/{ticket_id}/close", self.draft_close, methods=["POST"])
+        add("/corrections/retrain", self.retrain, methods=["POST"])
         add("/templates", self.templates_page, methods=["GET"])
         add("/templates", self.templates_save, methods=["POST"])
         return r
+
+    # --- retraining from the corrections page (supervisors) -----------------------------
+
+    def retrain_state(self) -> dict[str, Any]:
+        """The last retraining started from the console: running, finished or failed."""
+        import json
+
+        path = self.c.settings.data_dir / "retrain.json"
+        try:
+            state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        proc = _RUNNING.get("proc")
+        if proc is not None and proc.poll() is None:
+            state["state"] = "running"
+        elif proc is not None:
+            state["state"] = "done" if proc.returncode == 0 else "failed"
+        return state
+
+    async def retrain(self, request: Request) -> Response:
+        """Write the corrections into the training data and start `hotline nlu train` in the
+        background. The new model is used once the service restarts."""
+        import json
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from hotline.console.corrections import render_corrections, write_export
+        from hotline.nlu.train import DATA_DIR
+        from hotline.store import now_iso
+
+        op = await self.c.user(request, "supervisor")
+        await self.c.form(request, op)
+        ip = self.c.ip(request)
+        if self.retrain_state().get("state") == "running":
+            return RedirectResponse("/console/corrections?ok=retrain_running", status_code=303)
+        out = DATA_DIR / "corrections.yml"
+
+        def export(db: Any) -> int:
+            result = render_corrections(db, exclude=out)
+            write_export(result, out)
+            audit(db, op.username, "retrain", None, {"examples": result.examples}, ip)
+            return result.examples
+
+        examples = await self.c.db(export)
+        data_dir = self.c.settings.data_dir
+        hotline_bin = Path(sys.executable).with_name("hotline")
+        log = (data_dir / "retrain.log").open("ab")
+        _RUNNING["proc"] = subprocess.Popen(
+            [str(hotline_bin), "nlu", "train"], stdout=log, stderr=subprocess.STDOUT
+        )
+        (data_dir / "retrain.json").write_text(
+            json.dumps({"started_at": now_iso(), "by": op.username, "examples": examples}),
+            encoding="utf-8",
+        )
+        return RedirectResponse("/console/corrections?ok=retrain_started", status_code=303)
 
     # --- response templates (supervisors) -------------------------------------------------
 
