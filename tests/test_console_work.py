@@ -348,6 +348,13 @@ def test_internal_and_status_notes_look_different(chromium: Any, site: dict[str,
               (s) => getComputedStyle(document.querySelector(s)).backgroundColor)"""
     )
     assert styles[0] != styles[1]
+    # A refusal without a reason: the message sits beside the note, the choice is kept.
+    page.select_option("#new-status", "từ chối")
+    page.click("#status-form button[type=submit]")
+    page.wait_for_selector("#err-note")
+    assert "lý do" in page.inner_text("#err-note") and "--note" not in page.inner_text("main")
+    assert page.input_value("#new-status") == "từ chối"
+    assert page.get_attribute("#status-note", "aria-invalid") == "true"
     no_sideways_scroll(page)
     assert page.errors == []
     page.context.close()

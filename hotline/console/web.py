@@ -695,6 +695,7 @@ class Console:
         *,
         error: str = "",
         errors: dict[str, str] | None = None,
+        values: dict[str, dict[str, str]] | None = None,
     ) -> Response:
         await self.user(request)
         cleaned = clean_code(code)
@@ -713,6 +714,7 @@ class Console:
             ticket=ticket,
             error=error,
             errors=errors or {},
+            values=values or {},
             **ctx,
         )
 
@@ -769,7 +771,15 @@ class Console:
         except TicketError as exc:
             if exc.kind in ("not_found", "invalid_code"):
                 raise NotFound(exc.message_vi) from None
-            return await self.ticket_page(request, cleaned, error=exc.message_vi)
+            # CLI hints such as "(--note)" mean nothing on a web page.
+            message = exc.message_vi.replace(" (--note)", "")
+            field = {"status": "status", "comment": "comment", "assign": "agency"}[action]
+            if action == "status" and exc.kind == "bad_input":
+                field = "note"
+            # The form comes back as typed, the message beside the field it is about.
+            return await self.ticket_page(
+                request, cleaned, errors={field: message}, values={action: form}
+            )
         ok = {"status": "status", "comment": "comment", "assign": "assigned"}[action]
         return RedirectResponse(f"/console/tickets/{cleaned}?ok={ok}#history", status_code=303)
 

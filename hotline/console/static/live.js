@@ -30,12 +30,18 @@
       const intent = document.createElement("span");
       intent.className = "tag";
       const conf = typeof turn.confidence === "number" ? " " + Math.round(turn.confidence * 100) + "%" : "";
-      intent.textContent = turn.intent + conf;
+      intent.textContent = (intentLabels[turn.intent] || turn.intent) + conf;
       li.append(" ", intent);
     }
     list.append(li);
     list.scrollTop = list.scrollHeight;
   }
+
+  // Intents by their Vietnamese names (the page carries the table).
+  let intentLabels = {};
+  try {
+    intentLabels = JSON.parse(document.getElementById("live-calls").dataset.intentLabels || "{}");
+  } catch (e) { intentLabels = {}; }
 
   function card(callSid, summary) {
     let c = cards.get(callSid);
@@ -82,9 +88,6 @@
         c.dataset.ended = "1";
         // It stays until dismissed, so the last words can be read and the call opened.
         if (!c.querySelector("button.dismiss")) {
-          const link = document.createElement("a");
-          link.href = "/console/calls/" + encodeURIComponent(sid);
-          link.textContent = "Mở cuộc gọi";
           const b = document.createElement("button");
           b.type = "button";
           b.className = "dismiss";
@@ -92,7 +95,7 @@
           b.addEventListener("click", () => { c.remove(); cards.delete(sid); refreshEmpty(); });
           const bar = document.createElement("p");
           bar.className = "live-actions";
-          bar.append(link, " ", b);
+          bar.append(b);
           c.append(bar);
         }
       }
