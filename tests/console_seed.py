@@ -51,6 +51,7 @@ class Seeded:
     test_call: str = ""  # a "Gọi thử" call that made a ticket
     test_code: str = ""
     replay_test_call: str = ""  # a replay flagged as a test
+    enquiry_call: str = ""  # a status enquiry about power_code
     confirmed_total: int = 0  # confirmed non-test tickets
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -152,6 +153,9 @@ def seed(db: Any, now: datetime | None = None) -> Seeded:
                 sid = call("ticket", caller, ["rác thải đổ bừa bãi"], at=at,
                            intent="report_environment")  # fmt: skip
                 ticket(sid, caller, "report_environment", "rác thải", None, actor="olga")
+            elif outcome == "status_given" and not out.enquiry_call:
+                out.enquiry_call = call(outcome, caller, ["tui hỏi phiếu hôm qua"], at=at,
+                                        intent="ask_ticket_status")  # fmt: skip
             else:
                 call(outcome, caller, ["cho tui hỏi chút"], at=at, intent="ask_public_service")
 
@@ -200,4 +204,6 @@ def seed(db: Any, now: datetime | None = None) -> Seeded:
                None, at=now - timedelta(days=2 + i % 25, hours=i))  # fmt: skip
     out.confirmed_total = MIX["ticket"] + MIX["ticket_by_operator"] + 3 + PAGING_TICKETS
     add_event(db, out.dog_call, "hangup", 40000)
+    # The status enquiry asked about the power cut's ticket (what the hotline logs).
+    add_event(db, out.enquiry_call, "ticket_lookup", 9000, code=out.power_code, status="ok")
     return out

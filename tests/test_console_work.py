@@ -379,3 +379,17 @@ def test_supervisor_edits_status_templates(chromium: Any, site: dict[str, Any]) 
     assert page.input_value("#status-note") == "Đã nhận phản ánh, cán bộ sẽ tới trong hôm nay."
     assert page.errors == []
     page.context.close()
+
+
+def test_status_enquiry_links_call_and_ticket(chromium: Any, site: dict[str, Any]) -> None:
+    s = site["seed"]
+    page = login(chromium, site)
+    page.goto(f"/console/tickets/{s.power_code}")
+    assert page.inner_text("#asked").startswith("Người dân gọi hỏi")
+    assert "1 lần" in page.inner_text("#asked")
+    page.click("#asked a")
+    page.wait_for_url(f"**/console/calls/{s.enquiry_call}")
+    page.click(f".lookup a[href='/console/tickets/{s.power_code}']")
+    page.wait_for_url(f"**/console/tickets/{s.power_code}")
+    assert page.errors == []
+    page.context.close()

@@ -681,6 +681,16 @@ class Console:
         from hotline.console.work import is_test_ticket
 
         extra["is_test"] = await self.db(lambda db: is_test_ticket(db, ticket))
+        code = ticket.get("code")
+        extra["asked"] = (
+            await self.sv.store.aquery(
+                "SELECT call_sid, at FROM events WHERE kind = 'ticket_lookup'"
+                " AND json_extract(detail, '$.code') = ? ORDER BY id",
+                [code],
+            )
+            if code
+            else []
+        )
         from hotline.console.store import status_templates
 
         templates = await self.db(status_templates)
