@@ -169,6 +169,13 @@ def test_lists_page_with_counts_dates_and_mine(chromium: Any, site: dict[str, An
     page.click("#mine-link")
     assert page.inner_text("#tickets-count") == "1–1 / 1"
     assert "Môi trường" in page.inner_text("#tickets-list")
+    # At phone width the rows are cards, labelled; the active menu item and the user show.
+    display = page.evaluate(
+        "getComputedStyle(document.querySelector('#tickets-list tbody tr')).display"
+    )
+    assert (display == "block") == (site["viewport"][0] < 600)
+    assert page.locator("header nav a[aria-current=page]").is_visible()
+    assert page.locator("header .me .who").is_visible()
     no_sideways_scroll(page)
     assert page.errors == []
     page.context.close()
@@ -298,6 +305,13 @@ def test_containment_figure_on_a_known_mix(chromium: Any, site: dict[str, Any]) 
     page.wait_for_url("**/console/calls?**")
     assert page.inner_text("#calls-count").endswith(f"/ {console_seed.TOTAL}")
     page.go_back()
+    # Charts open on their recent end when they scroll (phone width).
+    page.goto("/console/dashboard")
+    ends = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.chart-scroll')).map(
+              (b) => b.scrollWidth - b.clientWidth - b.scrollLeft)"""
+    )
+    assert all(gap <= 1 for gap in ends), ends
     # Open tickets by how long they have waited.
     assert page.locator("svg.chart", has_text="thời gian chờ").count() == 1
     no_sideways_scroll(page)
