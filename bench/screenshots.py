@@ -143,7 +143,7 @@ def main() -> None:
     }
     server = HotlineServer(tmp / "data", env).start()
     try:
-        server.wait_for_nlu()
+        server.wait_for_nlu(timeout=600)  # Rasa loads slowly on a busy 2-core machine
         for user, role, display in (
             ("lan", "supervisor", "Nguyễn Thị Lan"),
             ("hung", "operator", "Lê Văn Hùng"),
