@@ -216,7 +216,8 @@ def test_roles_numbers_and_bad_input(console: dict[str, Any]) -> None:
 
 ODD_VALUES = ("", "x", "\x00", "-1", "9" * 30, "<script>", "2026-02-30", "đ", "1e999", " ")
 QUERY_KEYS = ("from", "to", "outcome", "intent", "low", "conf", "page", "status", "category",
-              "agency", "age", "sort", "drafts", "actor")  # fmt: skip
+              "agency", "age", "sort", "drafts", "actor", "q", "mine", "tests",
+              "closed")  # fmt: skip
 
 
 def test_no_server_error_on_odd_input(console: dict[str, Any]) -> None:
@@ -226,7 +227,9 @@ def test_no_server_error_on_odd_input(console: dict[str, Any]) -> None:
     c = http_login(server, "adam")
     pages = ("/console/calls", "/console/tickets", "/console/tickets.csv", "/console/dashboard",
              "/console/corrections", "/console/audit", "/console/live", f"/console/calls/{sid}",
-             f"/console/tickets/{code}", "/console/api/live/active")  # fmt: skip
+             f"/console/tickets/{code}", "/console/api/live/active", "/console/search",
+             "/console/templates", "/console/tickets.xlsx", f"/console/calls/{sid}/audio.ogg",
+             "/console/drafts/1")  # fmt: skip
     for path in pages:
         for value in ODD_VALUES:
             r = c.get(path, params={k: value for k in QUERY_KEYS})
@@ -237,10 +240,15 @@ def test_no_server_error_on_odd_input(console: dict[str, Any]) -> None:
     token = csrf_of(c, "/console/operators")
     posts = ("/console/turns/1/correct", "/console/turns/x/correct",
              f"/console/tickets/{code}/status", f"/console/tickets/{code}/assign",
-             "/console/tickets/abc/comment", "/console/operators", "/console/operators/nobody")  # fmt: skip
+             "/console/tickets/abc/comment", "/console/operators", "/console/operators/nobody",
+             f"/console/tickets/{code}/category", "/console/tickets/1234567/category",
+             "/console/drafts/1/confirm", "/console/drafts/x/close", "/console/drafts/99/callback",
+             "/console/drafts/1/category", "/console/templates")  # fmt: skip
     for path in posts:
         for form in ({"csrf": token}, {"csrf": token, "intent": "<x>", "status": "\x00",
-                                       "agency": "..", "action": "role", "role": "god"}):  # fmt: skip
+                                       "agency": "..", "action": "role", "role": "god",
+                                       "category": "<x>", "sure": "1", "reason": "-",
+                                       "t-0": "x" * 5000}):  # fmt: skip
             r = c.post(path, data=form)
             assert r.status_code < 500, (path, form, r.status_code)
     # Signing out ends the session: the same cookie is refused afterwards.
