@@ -180,9 +180,14 @@ def test_roles_numbers_and_bad_input(console: dict[str, Any]) -> None:
     page = operator.get(f"/console/calls/{sid}")
     assert "+84905***001" in page.text and "+84905000001" not in page.text
     assert "+84905000001" in supervisor.get(f"/console/calls/{sid}").text
-    for path in ("/console/dashboard", "/console/corrections", "/console/operators"):
+    for path in ("/console/corrections", "/console/operators", "/console/templates"):
         r = operator.get(path)
         assert r.status_code == 403 and "Không có quyền" in r.text
+    # Operators get a simplified dashboard: the day's figures, not the per-agency detail.
+    simple = operator.get("/console/dashboard")
+    assert simple.status_code == 200 and 'id="kpi-containment"' in simple.text
+    assert 'id="agency-title"' not in simple.text
+    assert 'id="agency-title"' in supervisor.get("/console/dashboard").text
     assert supervisor.get("/console/operators").status_code == 403
     bad = {
         "/console/calls?from=27-11-2026": 400,

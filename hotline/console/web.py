@@ -897,7 +897,9 @@ class Console:
     # --- dashboard ----------------------------------------------------------------------------
 
     async def dashboard_page(self, request: Request) -> Response:
-        await self.user(request, "supervisor")
+        # Operators see a simplified dashboard (the day's figures); supervisors all of it.
+        op = await self.user(request)
+        simple = not role_at_least(op.role, "supervisor")
         d_from, d_to = queries.parse_range(dict(request.query_params), self.tz)
         data = await self.db(lambda db: queries.dashboard(db, d_from, d_to, self.tz))
         today = datetime.now(self.tz).date()
@@ -909,6 +911,7 @@ class Console:
             request,
             "dashboard.html",
             d=data,
+            simple=simple,
             median=queries.duration_text(data.median_resolution_s),
             definition=queries.CONTAINMENT_DEFINITION,
             per_day_chart=charts.column_chart(
