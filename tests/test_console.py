@@ -665,7 +665,7 @@ def test_try_call_from_the_browser(console: dict[str, Any], browser: Any) -> Non
     call_sid = page.get_attribute("#phone", "data-call-sid")
     page.click("#call-stop")
     page.wait_for_selector("#call-link:not([hidden])")
-    assert int(page.inner_text("#frames-sent")) > 100
+    assert int(page.text_content("#frames-sent") or 0) > 100  # in the folded technical details
     assert page.errors == []
     db = server.db()
     deadline = time.monotonic() + 10
