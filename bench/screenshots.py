@@ -6,7 +6,9 @@ Starts `hotline serve` on a temporary data directory (with its own Rasa server, 
 recognition and a loopback stand-in for Twilio's REST API), creates accounts with the CLI,
 replays recorded calls from recordings/ through the Twilio stand-in, works a few tickets and
 corrects a few intents through the console itself, then photographs each page with Debian's
-headless Chromium: at laptop width (1280 px) and, for some pages, at phone width (390 px).
+headless Chromium: at laptop width (1366 px) and, for some pages, at phone width (390 px).
+Besides the replayed calls, a known mix of calls and tickets (tests/console_seed.py) fills the
+lists, the search and the dashboard the way a working day would.
 The live page is taken during a call replayed in real time, and "Gọi thử" during a call made
 from the browser (Chromium's fake microphone, fed silence).
 """
@@ -53,7 +55,7 @@ def replay(server: HotlineServer, name: str, *, fast: bool = True) -> dict[str, 
     return asyncio.run(server.replay(rec, fast=fast)).summary()
 
 
-def login(browser: Any, server: HotlineServer, user: str, width: int = 1280) -> Any:
+def login(browser: Any, server: HotlineServer, user: str, width: int = 1366) -> Any:
     height = 844 if width < 600 else 800
     ctx = browser.new_context(
         base_url=server.url,
@@ -64,6 +66,7 @@ def login(browser: Any, server: HotlineServer, user: str, width: int = 1280) -> 
         bypass_csp=True,  # Playwright's wait_for_function evaluates strings
     )
     page = ctx.new_page()
+    page.on("dialog", lambda d: d.accept())  # "this status note is read to callers"
     page.goto("/console/login")
     page.fill("#username", user)
     page.fill("#password", PASSWORD)
@@ -140,7 +143,7 @@ def main() -> None:
     }
     server = HotlineServer(tmp / "data", env).start()
     try:
-        server.wait_for_nlu()
+        server.wait_for_nlu(timeout=600)  # Rasa loads slowly on a busy 2-core machine
         for user, role, display in (
             ("lan", "supervisor", "Nguyễn Thị Lan"),
             ("hung", "operator", "Lê Văn Hùng"),
@@ -153,6 +156,12 @@ def main() -> None:
             if done.returncode:
                 raise RuntimeError(done.stderr)
         calls = {name: replay(server, name) for name in CALLS}
+        from tests.console_seed import seed
+
+        db = server.db()
+        with db.conn:
+            seeded = seed(db)
+        db.conn.close()
         silence = tmp / "silence.wav"
         with wave.open(str(silence), "wb") as w:
             w.setnchannels(1)
@@ -165,7 +174,7 @@ def main() -> None:
                 args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={silence}"],
             )
             ctx = browser.new_context(
-                base_url=server.url, viewport={"width": 1280, "height": 800}, locale="vi-VN"
+                base_url=server.url, viewport={"width": 1366, "height": 800}, locale="vi-VN"
             )
             page = ctx.new_page()
             page.goto("/console/login")
@@ -191,6 +200,19 @@ def main() -> None:
             shoot(page, out, "dashboard")
             page.goto("/console/corrections")
             shoot(page, out, "corrections")
+            page.goto("/console/search?q=m%E1%BA%A5t+%C4%91i%E1%BB%87n+Tri%E1%BB%87u+Phong")
+            shoot(page, out, "search")
+            page.goto(f"/console/drafts/{seeded.draft_id}")
+            shoot(page, out, "draft")
+            page.goto(f"/console/calls/{seeded.dog_call}")
+            turn = page.locator(f"#turn-{seeded.dog_turn}")
+            turn.locator("summary").click()
+            turn.locator("select[name=intent]").select_option("report_health")
+            turn.locator("button[type=submit]").click()
+            page.wait_for_selector("form.offer")
+            shoot(page, out, "category-offer", full=False)
+            page.goto("/console/templates")
+            shoot(page, out, "templates")
 
             # Live: a call replayed in real time, photographed mid-call.
             page.goto("/console/live")
@@ -229,10 +251,16 @@ def main() -> None:
             page.context.close()
 
             page = login(browser, server, "hung", width=390)
+            page.goto("/console/calls")
+            shoot(page, out, "calls-phone", full=False)
             page.goto(f"/console/calls/{power['call_sid']}")
             shoot(page, out, "call-phone", full=False)
             page.goto(f"/console/tickets/{power['ticket']['code']}")
             shoot(page, out, "ticket-phone", full=False)
+            page.context.close()
+            page = login(browser, server, "lan", width=390)
+            page.goto("/console/dashboard")
+            shoot(page, out, "dashboard-phone", full=False)
             page.context.close()
             browser.close()
     finally:

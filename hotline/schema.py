@@ -5,6 +5,7 @@ module once so that `open_db` creates and migrates all of them, whichever comman
 from __future__ import annotations
 
 import hotline.calls  # noqa: F401
+import hotline.console.search  # noqa: F401
 import hotline.console.store  # noqa: F401
 import hotline.open311  # noqa: F401
 import hotline.outbox  # noqa: F401

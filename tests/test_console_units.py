@@ -14,7 +14,7 @@ import yaml
 
 from hotline.calls import add_turn, upsert_call
 from hotline.console import accounts, charts, corrections, queries
-from hotline.console.web import _csv_cell
+from hotline.console.export import _cell as _csv_cell
 from hotline.store import open_db
 
 
@@ -235,7 +235,9 @@ def test_annotate_marks_whole_words_only() -> None:
         {"outcome": "<script>"},
         {"intent": "bogus"},
         {"low": "1", "conf": "abc"},
-        {"low": "1", "conf": "1.5"},
+        {"low": "1", "conf": "101"},
+        {"low": "1", "conf": "0"},
+        {"conf": "150%"},
         {"conf": "nan"},
         {"page": "0"},
         {"page": "x"},
@@ -244,6 +246,11 @@ def test_annotate_marks_whole_words_only() -> None:
 def test_bad_call_filters_raise_bad_input(params: dict[str, str]) -> None:
     with pytest.raises(queries.BadInput):
         queries.parse_call_filter(params)
+
+
+@pytest.mark.parametrize("value", ["0.5", "0,5", "50", "50%", " 50 % "])
+def test_threshold_accepts_fractions_and_percentages(value: str) -> None:
+    assert queries.parse_call_filter({"low": "1", "conf": value}).threshold == 0.5
 
 
 def test_local_dates_become_utc_bounds() -> None:
@@ -329,3 +336,42 @@ def test_operators_cli_prompts_for_the_password_twice(tmp_path: Path) -> None:
         r["actor"].startswith("cli") for r in db.query("SELECT actor FROM audit_log LIMIT 2")
     )
     db.conn.close()
+
+
+def test_export_speaks_vietnamese_in_local_time_without_paths() -> None:
+    from zoneinfo import ZoneInfo
+
+    from openpyxl import load_workbook
+
+    from hotline.console import export
+
+    row = {
+        "id": 1,
+        "code": "1234561",
+        "status": "mới",
+        "category": "report_utilities",
+        "agency_name": "Công ty Điện lực Quảng Trị",
+        "location_raw": "thôn an hưng",
+        "location_unit": "Xã Triệu Phong",
+        "location_code": "19333",
+        "location_json": '{"unit": "Xã Triệu Phong"}',
+        "description": "=mất điện",
+        "caller": "+84905000001",
+        "channel": "voice",
+        "recording_path": "/srv/hotline/data/recordings/CA1.wav",
+        "created_at": "2026-12-01T17:30:00.000Z",
+        "confirmed_at": "2026-12-01T17:31:00.000Z",
+    }
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    text = export.to_csv([row], tz).decode("utf-8-sig")
+    header, line = text.splitlines()
+    assert header.startswith("Mã phiếu,Trạng thái,Lĩnh vực,Cơ quan xử lý")
+    assert "Điện, nước" in line and "report_utilities" not in line
+    assert "02/12/2026 00:30" in line  # 17:30 UTC is 00:30 the next day in Vietnam
+    assert "Gọi điện" in line and "'=mất điện" in line
+    assert "/srv/" not in text and "{" not in text  # no server paths, no raw JSON
+    import io
+
+    ws = load_workbook(io.BytesIO(export.to_xlsx([row], tz))).active
+    assert [c.value for c in ws[1]][:3] == ["Mã phiếu", "Trạng thái", "Lĩnh vực"]
+    assert ws["C2"].value == "Điện, nước" and ws["K2"].value == "02/12/2026 00:30"

@@ -47,10 +47,22 @@ def _svg(width: int, height: int, title: str, desc: str, body: list[str], cls: s
     return Markup(head + "".join(body) + "</svg>")
 
 
+def _linked(svg: str, href: str | None) -> str:
+    """A bar that opens the matching list when clicked."""
+    return f'<a href="{escape(href)}">{svg}</a>' if href else svg
+
+
 def column_chart(
-    data: Sequence[tuple[str, float]], title: str, *, width: int = 960, height: int = 260
+    data: Sequence[tuple[str, float]],
+    title: str,
+    *,
+    width: int = 960,
+    height: int = 260,
+    links: Sequence[str | None] | None = None,
+    highlight: int | None = None,
 ) -> Markup:
-    """Vertical bars (calls per day). Labels under every bar when they fit, else every n-th."""
+    """Vertical bars (calls per day). Labels under every bar when they fit, else every n-th.
+    `links[i]` makes bar i a link; bar `highlight` (today) is drawn and labelled apart."""
     left, right, top, bottom = 40, 10, 20, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     # Four whole-number steps: the gridlines fall on counts a person would say.
@@ -73,10 +85,17 @@ def column_chart(
         h = plot_h * value / top_value if top_value else 0
         x = left + i * slot + (slot - bar_w) / 2
         y = top + plot_h - h
-        body.append(
-            f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}">'
+        cls = "bar today" if i == highlight else "bar"
+        rect = (
+            f'<rect class="{cls}" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}">'
             f"<title>{escape(label)}: {_num(value)}</title></rect>"
         )
+        body.append(_linked(rect, links[i] if links and i < len(links) else None))
+        if i == highlight:
+            body.append(
+                f'<text class="today-label" x="{x + bar_w / 2:.1f}" y="{top + plot_h + 32}"'
+                f' text-anchor="middle" font-size="{_FONT - 1}">Hôm nay</text>'
+            )
         if value and n <= 31:
             body.append(
                 f'<text class="value" x="{x + bar_w / 2:.1f}" y="{y - 4:.1f}" text-anchor="middle"'
@@ -101,6 +120,7 @@ def bar_chart(
     width: int = 520,
     suffix: str = "",
     total: float | None = None,
+    links: Sequence[str | None] | None = None,
 ) -> Markup:
     """Horizontal bars with the value (and its share of `total`, if given) after each bar."""
     label_w, value_w, row_h, top = int(min(260, width * 0.4)), 90, 28, 8
@@ -118,10 +138,11 @@ def bar_chart(
             f'<text class="label" x="{label_w - 8}" y="{y + row_h / 2 + 4:.1f}" text-anchor="end"'
             f' font-size="{_FONT}">{escape(short)}<title>{escape(label)}</title></text>'
         )
-        body.append(
+        rect = (
             f'<rect class="bar" x="{label_w}" y="{y + 4}" width="{max(w, 1 if value else 0):.1f}"'
             f' height="{row_h - 8}"><title>{escape(label)}: {_num(value)}{escape(suffix)}</title></rect>'
         )
+        body.append(_linked(rect, links[i] if links and i < len(links) else None))
         body.append(
             f'<text class="value" x="{label_w + w + 6:.1f}" y="{y + row_h / 2 + 4:.1f}"'
             f' font-size="{_FONT}">{_num(value)}{escape(suffix)}{share}</text>'

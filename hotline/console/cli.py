@@ -105,10 +105,11 @@ def list_cmd(as_json: bool) -> None:
     if not rows:
         click.echo("Chưa có tài khoản nào. Tạo bằng: hotline operators add TÊN --role admin")
         return
-    click.echo(f"{'TÊN ĐĂNG NHẬP':20} {'VAI TRÒ':11} {'TRẠNG THÁI':11} ĐĂNG NHẬP GẦN NHẤT")
+    click.echo(f"{'TÊN ĐĂNG NHẬP':20} {'VAI TRÒ':20} {'TRẠNG THÁI':11} ĐĂNG NHẬP GẦN NHẤT")
     for r in rows:
         state = "đã khóa" if r["disabled"] else "hoạt động"
-        click.echo(f"{r['username']:20} {r['role']:11} {state:11} {r.get('last_login_at') or '-'}")
+        role = f"{ROLE_LABELS.get(r['role'], r['role'])} ({r['role']})"
+        click.echo(f"{r['username']:20} {role:20} {state:11} {r.get('last_login_at') or '-'}")
 
 
 @operators.command("set-password")

@@ -93,7 +93,46 @@ CORRECTIONS = Table(
     indexes=(("turn_id",), ("corrected_intent",), ("at",)),
 )
 
-register_schema(OPERATORS, SESSIONS, LOGIN_FAILURES, AUDIT, CORRECTIONS)
+# What operators usually tell callers at each status: supervisors edit them; the ticket page
+# offers them to fill the status note (which is read aloud to callers asking about a ticket).
+STATUS_TEMPLATES = Table(
+    "status_templates",
+    {"status": str, "text": str, "updated_by": str, "updated_at": str},
+    pk="status",
+)
+
+register_schema(OPERATORS, SESSIONS, LOGIN_FAILURES, AUDIT, CORRECTIONS, STATUS_TEMPLATES)
+
+DEFAULT_TEMPLATES: dict[str, str] = {
+    "đã tiếp nhận": "Phản ánh của quý vị đã được tiếp nhận và chuyển tới cơ quan phụ trách.",
+    "đang xử lý": "Cơ quan phụ trách đang xử lý phản ánh của quý vị.",
+    "đã xử lý": "Phản ánh của quý vị đã được xử lý xong. Cảm ơn quý vị đã báo tin.",
+    "từ chối": "Phản ánh không thuộc phạm vi tiếp nhận của đường dây nóng.",
+}
+MAX_TEMPLATE = 500
+
+
+def status_templates(db: sqlite_utils.Database) -> dict[str, str]:
+    """Every status's template: the supervisors' text, else the default."""
+    saved = {r["status"]: r["text"] for r in db.query("SELECT status, text FROM status_templates")}
+    return {k: saved.get(k, v) for k, v in DEFAULT_TEMPLATES.items() if saved.get(k, v)}
+
+
+def set_status_template(db: sqlite_utils.Database, status: str, text: str, actor: str) -> None:
+    import unicodedata
+
+    if status not in DEFAULT_TEMPLATES:
+        raise ValueError("Trạng thái không có mẫu câu")
+    text = " ".join(unicodedata.normalize("NFC", text or "").split())
+    if len(text) > MAX_TEMPLATE:
+        raise ValueError(f"Mẫu câu dài quá {MAX_TEMPLATE} ký tự")
+    db.execute(
+        "INSERT INTO status_templates (status, text, updated_by, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(status) DO UPDATE SET text = excluded.text,"
+        " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        [status, text, actor, now_iso()],
+    )
+
 
 ROLES: tuple[str, ...] = ("operator", "supervisor", "admin")
 ROLE_LABELS = {

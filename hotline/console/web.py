@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hmac
-import io
 import json
 import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -40,7 +38,7 @@ from starlette.websockets import WebSocket
 
 from hotline import privacy
 from hotline.calls import get_call, mask_number
-from hotline.console import accounts, charts, corrections, queries
+from hotline.console import accounts, charts, corrections, queries, search
 from hotline.console.accounts import AccountError, Operator
 from hotline.console.corrections import INTENT_LABELS, CorrectionError
 from hotline.console.store import ROLE_LABELS, ROLES, audit, can, list_audit, role_at_least
@@ -61,7 +59,14 @@ LIVE_STREAM_MAX_S = 25.0  # an open event stream delays a server restart; browse
 LIVE_PING_S = 10.0
 
 OK_MESSAGES = {
-    "corrected": "Đã lưu nhãn sửa. Cảm ơn bạn đã dạy NLU.",
+    "corrected": "Đã lưu nhãn sửa. Máy sẽ học theo ở lần huấn luyện tới.",
+    "category": "Đã đổi lĩnh vực và giao lại phiếu theo bảng phân công.",
+    "draft_confirmed": "Đã tạo phiếu từ bản nháp.",
+    "draft_closed": "Đã đóng phiếu nháp.",
+    "templates": "Đã lưu các mẫu câu.",
+    "retrain_started": "Đã bắt đầu huấn luyện lại (vài phút). Mô hình mới được dùng sau khi"
+    " khởi động lại dịch vụ.",
+    "retrain_running": "Đang huấn luyện lại, hãy chờ lần trước xong.",
     "status": "Đã đổi trạng thái phiếu.",
     "comment": "Đã thêm ghi chú.",
     "assigned": "Đã giao phiếu cho cơ quan mới.",
@@ -103,15 +108,6 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _csv_cell(value: Any) -> Any:
-    """Spreadsheets run cells starting with = + - @ as formulas: a caller's words must not."""
-    if not isinstance(value, str) or not value:
-        return value
-    if value[0] in "=@\t\r" or (value[0] in "+-" and not re.fullmatch(r"[+-][\d .]*", value)):
-        return "'" + value
-    return value
-
-
 def _display_unit(name: str) -> str:
     """'Xã Triệu Phong' -> 'xã Triệu Phong', as it reads after 'UBND' or 'Công an'."""
     for prefix in ("Xã", "Phường", "Thị trấn", "Đặc khu"):
@@ -147,9 +143,11 @@ class Console:
             OUTCOME_LABELS=queries.OUTCOME_LABELS,
             HANGUP_LABELS=queries.HANGUP_LABELS,
             CATEGORY_LABELS=queries.CATEGORY_LABELS,
+            AUDIT_LABELS=queries.AUDIT_LABELS,
             role_at_least=role_at_least,
         )
         self._static_version = self._compute_static_version()
+        services.store.run(search.ensure_index)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -287,9 +285,11 @@ class Console:
         add("/calls", self.calls_page, methods=["GET"])
         add("/calls/{call_sid}", self.call_page, methods=["GET"])
         add("/calls/{call_sid}/audio", self.call_audio, methods=["GET"])
+        add("/calls/{call_sid}/audio.ogg", self.call_audio_compressed, methods=["GET"])
         add("/turns/{turn_id}/correct", self.correct_turn, methods=["POST"])
         add("/tickets", self.tickets_page, methods=["GET"])
         add("/tickets.csv", self.tickets_csv, methods=["GET"])
+        add("/tickets.xlsx", self.tickets_xlsx, methods=["GET"])
         add("/tickets/{code}", self.ticket_page, methods=["GET"])
         add("/tickets/{code}/status", self.ticket_status, methods=["POST"])
         add("/tickets/{code}/comment", self.ticket_comment, methods=["POST"])
@@ -431,13 +431,17 @@ class Console:
         await self.user(request)
         params = dict(request.query_params)
         f = queries.parse_call_filter(params)
-        rows, more = await self.db(lambda db: queries.list_calls(db, f, self.tz))
+        rows, total = await self.db(lambda db: queries.list_calls(db, f, self.tz))
+        more = f.page * queries.PAGE_SIZE < total
         return self.render(
             request,
             "calls.html",
             calls=rows,
             f=f,
             more=more,
+            total=total,
+            range_text=queries.range_text(f.page, total),
+            shortcuts=queries.shortcuts(self.tz),
             intents=queries.FILTER_INTENTS,
             outcomes=queries.OUTCOME_LABELS,
             next_qs=f.query_string(page=f.page + 1),
@@ -473,10 +477,18 @@ class Console:
             raise NotFound(f"Không có cuộc gọi {sid}")
         has_audio = self._recording(call) is not None
         dtmf = [t for t in call["turns"] if t.get("kind") == "dtmf"]
+        from hotline.console.transcript import played_turns
+
+        is_test = (call.get("caller") or "").startswith("console:") or bool(
+            await self.sv.store.aquery("SELECT 1 FROM test_calls WHERE call_sid = ?", [sid])
+        )
         return self.render(
             request,
             "call.html",
             call=call,
+            turns=played_turns(call),
+            offers=_category_offers(call),
+            is_test=is_test,
             has_audio=has_audio,
             dtmf=dtmf,
             intents=INTENTS,
@@ -524,6 +536,32 @@ class Console:
             filename=f"{sid}.wav",
         )
 
+    async def call_audio_compressed(self, request: Request, call_sid: str) -> Response:
+        """The recording as Ogg Vorbis for listening (about 1/20 of the WAV), made once with
+        sox next to the WAV, which stays for export. 404 while the call is going on or if sox
+        fails: the page's player then falls back to the WAV. Listening is audited like the WAV."""
+        op = await self.user(request, api=True)
+        sid = self._check_sid(call_sid, api=True)
+        rows = await self.sv.store.aquery(
+            "SELECT mixed_recording_path, recording_path, ended_at FROM calls WHERE call_sid = ?",
+            [sid],
+        )
+        path = self._recording(rows[0]) if rows and rows[0].get("ended_at") else None
+        if path is None:
+            raise NotFound("Cuộc gọi này không có bản ghi âm", api=True)
+        ogg = await asyncio.to_thread(listening_copy, path)
+        if ogg is None:
+            raise NotFound("Không tạo được bản nghe nén", api=True)
+        ip = self.ip(request)
+        await self.db(lambda db: privacy.audit_access(db, op.username, "recording_listen", sid, ip))
+        return FileResponse(
+            ogg,
+            media_type="audio/ogg",
+            headers={"Cache-Control": "private, max-age=0"},
+            content_disposition_type="inline",
+            filename=f"{sid}.ogg",
+        )
+
     async def correct_turn(self, request: Request, turn_id: str) -> Response:
         op = await self.user(request)
         form = await self.form(request, op)
@@ -555,10 +593,15 @@ class Console:
     # --- tickets ------------------------------------------------------------------------------
 
     async def tickets_page(self, request: Request) -> Response:
-        await self.user(request)
+        op = await self.user(request)
         agencies = self.agencies()
         f = queries.parse_ticket_filter(dict(request.query_params), agencies)
-        rows = await self.db(lambda db: queries.list_tickets(db, f))
+
+        def read(db: Any) -> tuple[list[dict[str, Any]], int]:
+            rows = queries.list_tickets(db, f, tz=self.tz, actor=op.username)
+            return rows, queries.count_tickets(db, f, tz=self.tz, actor=op.username)
+
+        rows, total = await self.db(read)
         now = datetime.now(UTC)
         for r in rows:
             r["age"] = queries.age_text(r.get("confirmed_at") or r.get("created_at"), now)
@@ -566,6 +609,12 @@ class Console:
             request,
             "tickets.html",
             tickets=rows,
+            total=total,
+            range_text=queries.range_text(f.page, total),
+            shortcuts=queries.shortcuts(self.tz),
+            more=f.page * queries.PAGE_SIZE < total,
+            next_qs=f.query_string(page=f.page + 1),
+            prev_qs=f.query_string(page=f.page - 1) if f.page > 1 else "",
             f=f,
             agencies=agencies,
             statuses=queries.status_options(),
@@ -574,6 +623,14 @@ class Console:
         )
 
     async def tickets_csv(self, request: Request) -> Response:
+        return await self._tickets_export(request, "csv")
+
+    async def tickets_xlsx(self, request: Request) -> Response:
+        return await self._tickets_export(request, "xlsx")
+
+    async def _tickets_export(self, request: Request, fmt: str) -> Response:
+        from hotline.console import export
+
         op = await self.user(request, api=True)
         agencies = self.agencies()
         try:
@@ -583,25 +640,30 @@ class Console:
         ip = self.ip(request)
 
         def read(db: Any) -> list[dict[str, Any]]:
-            ids = {t["id"] for t in queries.list_tickets(db, f, limit=1_000_000)}
+            listed = queries.list_tickets(
+                db, f, limit=1_000_000, offset=0, tz=self.tz, actor=op.username
+            )
+            ids = {t["id"] for t in listed}
             rows = [r for r in tickets.export_rows(db, include_drafts=f.drafts) if r["id"] in ids]
-            audit(db, op.username, "tickets_export", None, {"rows": len(rows), **f.as_dict()}, ip)
+            detail = {"rows": len(rows), "format": fmt, **f.as_dict()}
+            audit(db, op.username, "tickets_export", None, detail, ip)
             return rows
 
         rows = await self.db(read)
-        buf = io.StringIO()
-        buf.write("\ufeff")  # Excel opens UTF-8 Vietnamese correctly only with a BOM
-        writer = csv.writer(buf)
-        writer.writerow(tickets.EXPORT_COLUMNS)
         for row in rows:
             if not role_at_least(op.role, "supervisor"):
                 row["caller"] = mask_number(row.get("caller"))
-            writer.writerow([_csv_cell(row.get(c)) for c in tickets.EXPORT_COLUMNS])
         stamp = datetime.now(self.tz).strftime("%Y%m%d-%H%M")
+        if fmt == "xlsx":
+            body = await asyncio.to_thread(export.to_xlsx, rows, self.tz)
+            media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        else:
+            body = export.to_csv(rows, self.tz)
+            media = "text/csv; charset=utf-8"
         return Response(
-            buf.getvalue().encode("utf-8"),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="phan-anh-{stamp}.csv"'},
+            body,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="phan-anh-{stamp}.{fmt}"'},
         )
 
     async def _ticket_context(self, ticket: dict[str, Any]) -> dict[str, Any]:
@@ -631,9 +693,39 @@ class Console:
         ]
         extra["assignable"] = self.assignable(ticket)
         extra["age"] = queries.age_text(ticket.get("confirmed_at") or ticket.get("created_at"))
+        extra["categories"] = queries.CATEGORY_LABELS
+        names = await self.db(accounts.list_operators)
+        extra["names"] = {o["username"]: o.get("display_name") or o["username"] for o in names}
+        extra["names"]["hotline"] = "Tổng đài tự động"
+        from hotline.console.work import is_test_ticket
+
+        extra["is_test"] = await self.db(lambda db: is_test_ticket(db, ticket))
+        code = ticket.get("code")
+        extra["asked"] = (
+            await self.sv.store.aquery(
+                "SELECT call_sid, at FROM events WHERE kind = 'ticket_lookup'"
+                " AND json_extract(detail, '$.code') = ? ORDER BY id",
+                [code],
+            )
+            if code
+            else []
+        )
+        from hotline.console.store import status_templates
+
+        templates = await self.db(status_templates)
+        allowed = set(extra["transitions"])
+        extra["status_templates"] = {k: v for k, v in templates.items() if k in allowed}
         return extra
 
-    async def ticket_page(self, request: Request, code: str, *, error: str = "") -> Response:
+    async def ticket_page(
+        self,
+        request: Request,
+        code: str,
+        *,
+        error: str = "",
+        errors: dict[str, str] | None = None,
+        values: dict[str, dict[str, str]] | None = None,
+    ) -> Response:
         await self.user(request)
         cleaned = clean_code(code)
         if not is_valid(cleaned):
@@ -645,10 +737,24 @@ class Console:
             raise NotFound(f"Không tìm thấy phiếu {cleaned}")
         ctx = await self._ticket_context(ticket)
         return self.render(
-            request, "ticket.html", 400 if error else 200, ticket=ticket, error=error, **ctx
+            request,
+            "ticket.html",
+            400 if error or errors else 200,
+            ticket=ticket,
+            error=error,
+            errors=errors or {},
+            values=values or {},
+            **ctx,
         )
 
-    async def draft_page(self, request: Request, ticket_id: str) -> Response:
+    async def draft_page(
+        self,
+        request: Request,
+        ticket_id: str,
+        *,
+        errors: dict[str, str] | None = None,
+        revealed: str = "",
+    ) -> Response:
         await self.user(request)
         if not ticket_id.isdigit() or len(ticket_id) > 12:
             raise NotFound("Không có phiếu nháp này")
@@ -659,7 +765,16 @@ class Console:
             return RedirectResponse(f"/console/tickets/{ticket['code']}", status_code=303)
         ctx = await self._ticket_context(ticket)
         ctx["transitions"], ctx["assignable"] = [], []
-        return self.render(request, "ticket.html", ticket=ticket, error="", **ctx)
+        return self.render(
+            request,
+            "ticket.html",
+            400 if errors else 200,
+            ticket=ticket,
+            error="",
+            errors=errors or {},
+            revealed=revealed,
+            **ctx,
+        )
 
     async def _ticket_change(
         self,
@@ -685,7 +800,15 @@ class Console:
         except TicketError as exc:
             if exc.kind in ("not_found", "invalid_code"):
                 raise NotFound(exc.message_vi) from None
-            return await self.ticket_page(request, cleaned, error=exc.message_vi)
+            # CLI hints such as "(--note)" mean nothing on a web page.
+            message = exc.message_vi.replace(" (--note)", "")
+            field = {"status": "status", "comment": "comment", "assign": "agency"}[action]
+            if action == "status" and exc.kind == "bad_input":
+                field = "note"
+            # The form comes back as typed, the message beside the field it is about.
+            return await self.ticket_page(
+                request, cleaned, errors={field: message}, values={action: form}
+            )
         ok = {"status": "status", "comment": "comment", "assign": "assigned"}[action]
         return RedirectResponse(f"/console/tickets/{cleaned}?ok={ok}#history", status_code=303)
 
@@ -741,25 +864,32 @@ class Console:
 
         data = await self.db(read)
         pairs = data["pairs"]
-        rows = sorted({a for a, _, _ in pairs})
-        cols = sorted({b for _, b, _ in pairs})
+        label = lambda i: INTENT_LABELS.get(i, i)  # noqa: E731
+        rows = sorted({label(a) for a, _, _ in pairs})
+        cols = sorted({label(b) for _, b, _ in pairs})
         heat = (
             charts.heatmap(
-                rows, cols, {(a, b): n for a, b, n in pairs}, "Ý định NLU nhận ra → ý định đã sửa"
+                rows,
+                cols,
+                {(label(a), label(b)): n for a, b, n in pairs},
+                "Máy hiểu là → điều hành viên sửa thành",
             )
             if pairs
             else Markup("")
         )
         by_original: dict[str, int] = {}
         for a, _, n in pairs:
-            by_original[a] = by_original.get(a, 0) + n
+            by_original[label(a)] = by_original.get(label(a), 0) + n
         most = charts.bar_chart(
             sorted(by_original.items(), key=lambda kv: -kv[1])[:12],
-            "Ý định bị sửa nhiều nhất",
+            "Máy hay hiểu sai nhất",
         )
+        from hotline.console.work import Work
+
         return self.render(
             request,
             "corrections.html",
+            retrain=Work(self).retrain_state(),
             pairs=pairs,
             heat=heat,
             most=most,
@@ -786,21 +916,63 @@ class Console:
     # --- dashboard ----------------------------------------------------------------------------
 
     async def dashboard_page(self, request: Request) -> Response:
-        await self.user(request, "supervisor")
+        # Operators see a simplified dashboard (the day's figures); supervisors all of it.
+        op = await self.user(request)
+        simple = not role_at_least(op.role, "supervisor")
         d_from, d_to = queries.parse_range(dict(request.query_params), self.tz)
         data = await self.db(lambda db: queries.dashboard(db, d_from, d_to, self.tz))
+        today = datetime.now(self.tz).date()
+        days = [d_from + timedelta(days=i) for i in range((d_to - d_from).days + 1)]
+        day_links = [f"/console/calls?from={d}&to={d}&tests=hide" for d in days]
+        range_qs = f"from={d_from}&to={d_to}"
+        outcome_items = list(data.outcomes.items())
         return self.render(
             request,
             "dashboard.html",
             d=data,
+            simple=simple,
             median=queries.duration_text(data.median_resolution_s),
-            per_day_chart=charts.column_chart(data.calls_per_day, "Số cuộc gọi mỗi ngày"),
-            groups_chart=charts.bar_chart(
-                data.groups, "Kết quả cuộc gọi", total=data.total_calls or None
+            definition=queries.CONTAINMENT_DEFINITION,
+            per_day_chart=charts.column_chart(
+                data.calls_per_day,
+                "Số cuộc gọi mỗi ngày",
+                links=day_links,
+                highlight=days.index(today) if today in days else None,
             ),
-            categories_chart=charts.bar_chart(data.categories, "Lĩnh vực phản ánh nhiều nhất"),
+            per_hour_chart=charts.column_chart(
+                [(f"{h}h", n) for h, n in enumerate(data.per_hour)],
+                "Số cuộc gọi theo giờ trong ngày",
+                height=220,
+            ),
+            groups_chart=charts.bar_chart(
+                [(queries.OUTCOME_LABELS.get(k, k), n) for k, n in outcome_items],
+                "Kết quả cuộc gọi",
+                total=data.total_calls or None,
+                links=[
+                    f"/console/calls?{range_qs}&outcome={k}&tests=hide" for k, _ in outcome_items
+                ],
+            ),
+            categories_chart=charts.bar_chart(
+                data.categories,
+                "Lĩnh vực phản ánh nhiều nhất",
+                links=[f"/console/tickets?{range_qs}&category={c}" for c in data.category_codes],
+            ),
             agency_chart=charts.bar_chart(
-                data.open_by_agency, "Phiếu chưa xong theo cơ quan", width=960
+                data.open_by_agency,
+                "Phiếu chưa xong theo cơ quan",
+                width=960,
+                links=[
+                    f"/console/tickets?status=open&agency={c}" if c in self.agencies() else None
+                    for c in data.open_agency_codes
+                ],
+            ),
+            age_chart=charts.bar_chart(
+                [(label, n) for label, n, _ in data.age_bands],
+                "Phiếu chưa xong theo thời gian chờ",
+                links=[
+                    "/console/tickets?status=open&sort=oldest" + (f"&age={k}" if k else "")
+                    for _, _, k in data.age_bands
+                ],
             ),
         )
 
@@ -988,6 +1160,43 @@ class Console:
         )
 
 
+def listening_copy(wav: Path) -> Path | None:
+    """An Ogg Vorbis copy of a finished recording, made once (sox, quality 0)."""
+    import subprocess
+
+    ogg = wav.with_suffix(".ogg")
+    if ogg.is_file() and ogg.stat().st_mtime >= wav.stat().st_mtime:
+        return ogg
+    tmp = ogg.with_name(f".{ogg.stem}.{secrets.token_hex(4)}.ogg")
+    try:
+        subprocess.run(
+            ["sox", str(wav), "-C", "0", str(tmp)], check=True, capture_output=True, timeout=60
+        )
+        tmp.replace(ogg)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not make a listening copy of %s: %s", wav.name, exc)
+        tmp.unlink(missing_ok=True)
+        return None
+    return ogg
+
+
+def _category_offers(call: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Tickets of this call whose category an operator's NLU correction contradicts: the page
+    offers to apply the corrected category (which re-routes the ticket)."""
+    fixes = sorted(call.get("fixes", {}).values(), key=lambda f: f.get("id") or 0)
+    wanted = [
+        f["corrected_intent"] for f in fixes if f.get("corrected_intent") in queries.REPORT_INTENTS
+    ]
+    if not wanted:
+        return []
+    target = wanted[-1]
+    return [
+        (t, target)
+        for t in call.get("tickets", [])
+        if t.get("category") != target and not (not t.get("confirmed") and t.get("status"))
+    ]
+
+
 def _sse(event: dict[str, Any]) -> str:
     data = json.dumps(event, ensure_ascii=False, default=str)
     return f"data: {data}\n\n"
@@ -1059,11 +1268,14 @@ def install(app: FastAPI, services: Any) -> Console:
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    from hotline.console.work import Work
+
     console = Console(services)
     app.include_router(console.router())
     from hotline.console.privacy import PrivacyPages
 
     app.include_router(PrivacyPages(console).router())
+    app.include_router(Work(console).router())
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
     app.add_middleware(SecurityHeaders)
 

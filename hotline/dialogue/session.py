@@ -200,8 +200,19 @@ class CallSession:
 
     async def on_dtmf(self, digit: str) -> None:
         if self.listen is None or self.ended:
-            return  # not waiting for input (a non-interruptible prompt, or busy)
-        if not await self._barge_in("dtmf"):
+            return  # not waiting for input (busy)
+        try:
+            if not await self._barge_in("dtmf"):
+                # A prompt that may not be cut (the ticket code) is playing: keep the key for
+                # when it has been heard (on_mark), instead of dropping it.
+                self._held_digits().append(digit)
+                return
+        except Exception:
+            # The socket closed under us: the caller hung up as the key arrived. Not an error
+            # of ours, and the call's outcome stays what it was.
+            log.info("call %s: key %s arrived as the call ended", self.call.call_sid, digit)
+            return
+        if self.listen is None or self.ended:
             return
         if self.listen.mode == "message":
             if digit == "#":
@@ -215,6 +226,17 @@ class CallSession:
         self.prompts.pop(name, None)
         if not self.prompts:
             self.idle_frames = 0
+        held = self._held_digits()
+        if held and all(p.say.interruptible for p in self.prompts.values()):
+            # The prompt that could not be cut has played: now the keys pressed over it count.
+            digits, held[:] = list(held), []
+            for digit in digits:
+                await self.on_dtmf(digit)
+
+    def _held_digits(self) -> list[str]:
+        """Keys pressed during a non-interruptible prompt, handled once it has played."""
+        held: list[str] = self.__dict__.setdefault("held_digits", [])
+        return held
 
     async def on_end(self, reason: str) -> None:
         self.ended = True
@@ -276,7 +298,10 @@ class CallSession:
         if self.listen is None or self.ended:
             return
         if not await self._barge_in("speech"):
-            return
+            # A prompt that may not be cut (the ticket code) is playing. What the caller says
+            # over it is still theirs ("thôi cảm ơn"): capture it; the reply to it queues
+            # behind the prompt, so it is answered once the prompt has been heard.
+            await self._event("speech_over_prompt")
         self.capturing = True
         self.speech_frames = 0
         self.idle_frames = 0
@@ -501,25 +526,40 @@ class CallSession:
         if self.ended:
             return
         audio = await self.sv.tts.arender(say.text, rate=self.tts_rate)
-        # Prompts queue behind each other: this one starts when the ones before it end.
+        length = len(audio) // 8
+        # Prompts queue behind each other: this one should start when the ones before it end.
+        # The turn is stamped with that, then restamped when its first frame really goes out
+        # (a prompt queued behind one that is cut never plays; one after a long reply starts
+        # later than planned).
         start = max(self.call.call_ms(), self.play_end_ms)
-        self.play_end_ms = start + len(audio) // 8
-        on_start = None
+        self.play_end_ms = start + length
+        loop = asyncio.get_running_loop()
+        latency: Any = None
         if self.reply_from is not None:
             # From the end of the caller's trailing silence to this reply's first audio frame
             # going out on the socket.
             t0, self.reply_from = self.reply_from, None
-            loop = asyncio.get_running_loop()
 
             timing = {k: round(v, 1) for k, v in self.timing.items()}
             timing["tts_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
-            def on_start() -> None:
+            def latency() -> None:
                 ms = round((time.monotonic() - t0) * 1000, 1)
                 loop.create_task(self._event("reply_latency", ms=ms, **timing))
 
+        prompt = _Prompt(say, None, start)
+        played: dict[str, int] = {}
+
+        def on_start() -> None:
+            played["at"] = self.call.call_ms()
+            if latency is not None:
+                latency()
+            if prompt.turn_id is not None:
+                loop.create_task(self._restamp(prompt, played["at"], length))
+
         pid = self.call.play(say.prompt, audio, on_start)
-        turn_id = await self._db(
+        self.prompts[pid] = prompt  # before the write below: a barge-in may come meanwhile
+        prompt.turn_id = await self._db(
             lambda db: add_turn(
                 db,
                 self.call.call_sid,
@@ -527,13 +567,22 @@ class CallSession:
                 kind="prompt",
                 text=say.text,
                 start_ms=start,
-                end_ms=start + len(audio) // 8,
+                end_ms=start + length,
                 state=self.conv.state,
                 interrupted=0,
             )
         )
-        self.prompts[pid] = _Prompt(say, turn_id, start)
+        if "at" in played:
+            await self._restamp(prompt, played["at"], length)
         self._publish("turn", speaker="bot", text=say.text, start_ms=start)
+
+    async def _restamp(self, prompt: _Prompt, at: int, length: int) -> None:
+        """The prompt's turn starts when its audio started playing, on the call's timeline."""
+        prompt.started_ms = at
+        tid = prompt.turn_id
+        await self._db(
+            lambda db: db.table("turns").update(tid, {"start_ms": at, "end_ms": at + length})
+        )
 
     async def _listen(self, a: fe.Listen) -> None:
         if self.ended:

@@ -819,3 +819,146 @@ def export_rows(db: sqlite_utils.Database, *, include_drafts: bool = False) -> l
         sql += " WHERE t.confirmed = 1"
     sql += " ORDER BY t.id"
     return [{col: row.get(col) for col in EXPORT_COLUMNS} for row in db.query(sql)]
+
+
+# --- operators' work on categories and drafts ---------------------------------------------------
+
+TEST_AGENCY_CODE = "test"
+TEST_AGENCY_NAME = "Không giao cơ quan (cuộc gọi thử)"
+
+
+def _by_code_or_id(db: sqlite_utils.Database, ref: str | int) -> dict[str, Any]:
+    if isinstance(ref, int):
+        row = _row(db, "id = ?", [ref])
+        if row is None:
+            raise TicketError("not_found", f"Không có phiếu số {ref}", f"no ticket with id {ref}")
+        return row
+    return _require(db, ref)
+
+
+def change_category(
+    db: sqlite_utils.Database,
+    ref: str | int,
+    category: str,
+    router: Router | None,
+    *,
+    actor: str,
+    note: str | None = None,
+    is_test: bool = False,
+) -> dict[str, Any]:
+    """Give a ticket (code) or draft (id) another category, and route it again.
+
+    A confirmed ticket goes to the agency the routing table names for the new category and its
+    place, recorded in one 'category' history row with the old and new category and agency. A
+    draft keeps no agency until it is confirmed. A test call's ticket is never routed."""
+    category = _nfc(category)
+    if not category:
+        raise TicketError("bad_input", "Hãy chọn lĩnh vực", "category is required")
+    actor = _actor(actor)
+    with db.atomic():
+        row = _by_code_or_id(db, ref)
+        if row["category"] == category:
+            raise TicketError(
+                "bad_input",
+                "Phiếu đã ở lĩnh vực này",
+                f"ticket {row['code'] or row['id']} already has category {category}",
+            )
+        agency_code, agency_name = row["agency_code"], row["agency_name"]
+        if row["confirmed"]:
+            if is_test:
+                agency_code, agency_name = TEST_AGENCY_CODE, TEST_AGENCY_NAME
+            elif router is not None:
+                location = json.loads(row["location_json"]) if row["location_json"] else None
+                agency = router.route(category, location, row["description"] or "")
+                agency_code, agency_name = agency.code, agency.name
+        now = now_iso()
+        db.execute(
+            "UPDATE tickets SET category = ?, agency_code = ?, agency_name = ?, updated_at = ?"
+            " WHERE id = ?",
+            [category, agency_code, agency_name, now, row["id"]],
+        )
+        _history(
+            db,
+            row["id"],
+            actor=actor,
+            action="category",
+            note=_nfc(note) or None,
+            detail={
+                "from": row["category"],
+                "to": category,
+                "agency_from": {"code": row["agency_code"], "name": row["agency_name"]},
+                "agency_to": {"code": agency_code, "name": agency_name},
+            },
+            at=now,
+        )
+        return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
+
+
+def _require_open_draft(db: sqlite_utils.Database, ticket_id: int) -> dict[str, Any]:
+    row = _by_code_or_id(db, ticket_id)
+    if row["confirmed"]:
+        raise TicketError(
+            "not_draft",
+            f"Phiếu {row['code']} đã được xác nhận",
+            f"ticket {row['code']} is already confirmed",
+        )
+    if row["status"]:
+        raise TicketError(
+            "not_draft", "Phiếu nháp này đã đóng", f"draft {ticket_id} is already closed"
+        )
+    return row
+
+
+def close_draft(
+    db: sqlite_utils.Database, ticket_id: int, reason: str, *, actor: str
+) -> dict[str, Any]:
+    """An operator closes a draft nobody will confirm (a prank, a duplicate, solved by phone).
+    It takes the status 'từ chối' without a code, so it leaves the drafts list; the reason is
+    the history row's note."""
+    reason = _nfc(reason)
+    if not reason:
+        raise TicketError("bad_input", "Hãy ghi lý do đóng phiếu nháp", "a reason is required")
+    actor = _actor(actor)
+    with db.atomic():
+        row = _require_open_draft(db, ticket_id)
+        now = now_iso()
+        db.execute(
+            "UPDATE tickets SET status = ?, resolved_at = ?, updated_at = ? WHERE id = ?",
+            [REJECTED, now, now, row["id"]],
+        )
+        _history(
+            db, row["id"], actor=actor, action="closed", to_status=REJECTED, note=reason, at=now
+        )
+        return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
+
+
+def record_callback(
+    db: sqlite_utils.Database, ticket_id: int, *, actor: str, note: str | None = None
+) -> dict[str, Any]:
+    """An operator revealed the caller's number to call them back: a 'callback' history row."""
+    actor = _actor(actor)
+    with db.atomic():
+        row = _by_code_or_id(db, ticket_id)
+        now = now_iso()
+        _history(db, row["id"], actor=actor, action="callback", note=_nfc(note) or None, at=now)
+        return _with_history(db, _row(db, "id = ?", [row["id"]]))  # type: ignore[arg-type]
+
+
+def confirm_draft_by_operator(
+    db: sqlite_utils.Database,
+    ticket_id: int,
+    router: Router,
+    *,
+    actor: str,
+    is_test: bool = False,
+) -> dict[str, Any]:
+    """'Tạo phiếu' on a draft: the operator confirms it in the caller's place. A test call's
+    draft gets a code but no agency."""
+    with db.atomic():
+        _require_open_draft(db, ticket_id)
+        if is_test:
+            db.execute(
+                "UPDATE tickets SET agency_code = ?, agency_name = ? WHERE id = ?",
+                [TEST_AGENCY_CODE, TEST_AGENCY_NAME, ticket_id],
+            )
+        return confirm_ticket(db, ticket_id, router, actor=_actor(actor))

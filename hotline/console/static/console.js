@@ -10,6 +10,41 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  // A status note is read aloud to callers: say so before it is saved.
+  for (const form of document.querySelectorAll("form[data-confirm-note]")) {
+    form.addEventListener("submit", (ev) => {
+      const note = form.querySelector("textarea[name=note]");
+      if (note && note.value.trim() && !window.confirm(form.dataset.confirmNote)) {
+        ev.preventDefault();
+      }
+    });
+  }
+
+  // A response template fills the status note; the operator can still edit it.
+  for (const picker of document.querySelectorAll("select.template-picker")) {
+    picker.addEventListener("change", () => {
+      const target = document.getElementById(picker.dataset.target);
+      if (target && picker.value) target.value = picker.value;
+    });
+  }
+
+  // Charts open on their recent end (the right) on narrow screens.
+  for (const box of document.querySelectorAll(".chart-scroll")) {
+    box.scrollLeft = box.scrollWidth;
+  }
+
+  // Playback speed for the recording.
+  for (const b of document.querySelectorAll("button[data-rate]")) {
+    b.addEventListener("click", () => {
+      const audio = document.getElementById(b.dataset.player || "player");
+      if (!audio) return;
+      audio.playbackRate = Number(b.dataset.rate);
+      for (const o of document.querySelectorAll("button[data-rate]")) {
+        o.setAttribute("aria-pressed", String(o === b));
+      }
+    });
+  }
+
   const player = document.getElementById("player");
   if (!player) return;
   const turns = Array.from(document.querySelectorAll(".turn[data-start-ms]"));

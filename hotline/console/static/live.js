@@ -30,12 +30,18 @@
       const intent = document.createElement("span");
       intent.className = "tag";
       const conf = typeof turn.confidence === "number" ? " " + Math.round(turn.confidence * 100) + "%" : "";
-      intent.textContent = turn.intent + conf;
+      intent.textContent = (intentLabels[turn.intent] || turn.intent) + conf;
       li.append(" ", intent);
     }
     list.append(li);
     list.scrollTop = list.scrollHeight;
   }
+
+  // Intents by their Vietnamese names (the page carries the table).
+  let intentLabels = {};
+  try {
+    intentLabels = JSON.parse(document.getElementById("live-calls").dataset.intentLabels || "{}");
+  } catch (e) { intentLabels = {}; }
 
   function card(callSid, summary) {
     let c = cards.get(callSid);
@@ -48,7 +54,7 @@
     }
     if (summary) {
       if (summary.caller !== undefined) c.querySelector(".live-caller").textContent = summary.caller || "Số ẩn";
-      if (summary.state) c.querySelector(".live-state").textContent = summary.state;
+      if (summary.state) c.querySelector(".live-state").textContent = "đang nói chuyện với máy";
     }
     refreshEmpty();
     return c;
@@ -60,8 +66,10 @@
 
   function handle(ev) {
     if (ev.type === "snapshot") {
-      for (const c of cards.values()) c.remove();
-      cards.clear();
+      // Ended calls stay until the operator dismisses them (the stream reconnects often).
+      for (const [sid, c] of Array.from(cards.entries())) {
+        if (!c.dataset.ended) { c.remove(); cards.delete(sid); }
+      }
       for (const call of ev.calls || []) {
         const c = card(call.call_sid, call);
         for (const t of call.turns || []) addTurn(c, t);
@@ -77,8 +85,19 @@
       if (c) {
         c.querySelector(".live-state").textContent = "đã kết thúc";
         c.querySelector(".live-partial").textContent = "";
-        // Keep it on screen a moment so the last words can be read.
-        setTimeout(() => { c.remove(); cards.delete(sid); refreshEmpty(); }, 8000);
+        c.dataset.ended = "1";
+        // It stays until dismissed, so the last words can be read and the call opened.
+        if (!c.querySelector("button.dismiss")) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "dismiss";
+          b.textContent = "Đóng thẻ";
+          b.addEventListener("click", () => { c.remove(); cards.delete(sid); refreshEmpty(); });
+          const bar = document.createElement("p");
+          bar.className = "live-actions";
+          bar.append(b);
+          c.append(bar);
+        }
       }
       return;
     }
@@ -89,7 +108,8 @@
     } else if (ev.type === "partial") {
       c.querySelector(".live-partial").textContent = ev.text ? "… " + ev.text : "";
     } else if (ev.type === "state") {
-      c.querySelector(".live-state").textContent = ev.state || "";
+      // Flow state ids are for developers; operators see that the bot is talking.
+      c.querySelector(".live-state").textContent = "đang nói chuyện với máy";
     } else if (ev.type === "ticket") {
       const li = document.createElement("li");
       li.textContent = "Đã tạo phiếu " + (ev.code || "");
