@@ -196,6 +196,12 @@ def calls_synth(specs: tuple[Path, ...]) -> None:
 @click.option(
     "--check", is_flag=True, help="Compare with the sidecar's `expect`; exit 1 if it differs."
 )
+@click.option(
+    "--test",
+    "mark_test",
+    is_flag=True,
+    help="Mark the calls as test calls (labelled, left out of figures, routed to no agency).",
+)
 def replay(
     wavs: tuple[Path, ...],
     url: str | None,
@@ -204,6 +210,7 @@ def replay(
     fast: bool,
     as_json: bool,
     check: bool,
+    mark_test: bool,
 ) -> None:
     """Play recorded calls into a running hotline, exactly as Twilio would."""
     from hotline.replay import (
@@ -217,12 +224,26 @@ def replay(
     url = url or f"http://{settings.host}:{settings.port}"
     public = public_url or settings.public_url or url
     client = TwilioStandIn(url, settings.auth_token, public_url=public, fast=fast)
+
+    def mark(call_sid: str) -> None:
+        # Marked before the call, so a ticket it makes is never given to an agency.
+        from hotline.console.search import mark_test_call
+
+        db = _db(settings)
+        try:
+            with db.conn:
+                mark_test_call(db, call_sid)
+        finally:
+            db.conn.close()
+
     failed = 0
     outputs = []
     for wav in wavs:
         rec = Recording.load(wav)
         try:
-            result = asyncio.run(client.call(rec, dtmf=parse_dtmf_option(dtmf)))
+            result = asyncio.run(
+                client.call(rec, dtmf=parse_dtmf_option(dtmf), before=mark if mark_test else None)
+            )
         except (OSError, RuntimeError) as exc:
             click.echo(f"hotline: replay of {wav} failed: {exc}", err=True)
             sys.exit(1)

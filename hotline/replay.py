@@ -239,9 +239,13 @@ class TwilioStandIn:
         *,
         dtmf: list[tuple[float, str]] | None = None,
         caller: str | None = None,
+        before: Any = None,
     ) -> ReplayResult:
+        """`before(call_sid)` runs before Twilio would ring the hotline (to mark a test call)."""
         call_sid = "CA" + secrets.token_hex(16)
         caller = caller or recording.caller
+        if before is not None:
+            before(call_sid)
         async with httpx.AsyncClient(timeout=30) as client:
             r = await self.post_signed(client, "/twilio/voice", self.voice_form(call_sid, caller))
             if r.status_code != 200:

@@ -148,6 +148,20 @@ async def test_recorded_call(
 
 
 @pytest.mark.nlu
+def test_replay_with_test_flag_is_a_test_call_routed_to_no_agency(hotline: HotlineServer) -> None:
+    wav = ROOT / "recordings" / "power_cut_with_place.wav"
+    r = hotline.cli("replay", str(wav), "--url", hotline.url, "--fast", "--json", "--test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    db = hotline.db()
+    assert list(db.query("SELECT 1 FROM test_calls WHERE call_sid = ?", [out["call_sid"]]))
+    ticket = next(db.query("SELECT * FROM tickets WHERE call_sid = ?", [out["call_sid"]]))
+    assert "Điện lực" not in (ticket["agency_name"] or "")
+
+
+@pytest.mark.nlu
 def test_replay_cli_prints_the_ticket_and_tickets_show_has_its_history(
     hotline: HotlineServer,
 ) -> None:
