@@ -19,7 +19,7 @@ import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from hotline.console.store import ROLES, audit
+from hotline.console.store import AGENCY, ROLES, audit
 from hotline.store import now_iso
 
 MAX_FAILURES = 5
@@ -53,6 +53,7 @@ class Operator:
     display_name: str
     csrf_token: str = ""
     session_hash: str = ""
+    agency_code: str = ""  # set for agency accounts only
 
     @property
     def label(self) -> str:
@@ -85,9 +86,9 @@ def check_username(value: str) -> str:
 
 def check_role(value: str) -> str:
     role = (value or "").strip().lower()
-    if role not in ROLES:
+    if role not in ROLES and role != AGENCY:
         raise AccountError(
-            f"Vai trò không hợp lệ: “{value[:40]}”. Chọn một trong: {', '.join(ROLES)}"
+            f"Vai trò không hợp lệ: “{value[:40]}”. Chọn một trong: {', '.join((*ROLES, AGENCY))}"
         )
     return role
 
@@ -113,8 +114,8 @@ def get_operator(db: sqlite_utils.Database, username: str) -> dict[str, Any] | N
 def list_operators(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return list(
         db.query(
-            "SELECT username, display_name, role, disabled, created_at, last_login_at,"
-            " password_changed_at FROM operators ORDER BY username"
+            "SELECT username, display_name, role, agency_code, disabled, created_at,"
+            " last_login_at, password_changed_at FROM operators ORDER BY username"
         )
     )
 
@@ -127,10 +128,14 @@ def add_operator(
     *,
     actor: str,
     display_name: str = "",
+    agency_code: str = "",
     ip: str | None = None,
 ) -> dict[str, Any]:
     name = check_username(username)
     role = check_role(role)
+    agency_code = (agency_code or "").strip()
+    if (role == AGENCY) != bool(agency_code):
+        raise AccountError("Tài khoản cơ quan cần mã cơ quan (--agency), và chỉ tài khoản cơ quan")
     hashed = hash_password(password)
     display = unicodedata.normalize("NFC", display_name or "").strip()[:80]
     with db.atomic():
@@ -142,6 +147,7 @@ def add_operator(
                 "username": name,
                 "display_name": display,
                 "role": role,
+                "agency_code": agency_code or None,
                 "password_hash": hashed,
                 "disabled": 0,
                 "created_at": now,
@@ -149,7 +155,8 @@ def add_operator(
                 "password_changed_at": now,
             }
         )
-        audit(db, actor, "operator_add", name, {"role": role}, ip)
+        detail = {"role": role, **({"agency": agency_code} if agency_code else {})}
+        audit(db, actor, "operator_add", name, detail, ip)
     return get_operator(db, name)  # type: ignore[return-value]
 
 
@@ -352,7 +359,7 @@ def session_operator(db: sqlite_utils.Database, token: str | None) -> Operator |
     rows = list(
         db.query(
             "SELECT s.token_hash, s.csrf_token, s.expires_at, s.last_seen_at, o.username, o.role,"
-            " o.display_name, o.disabled FROM console_sessions s JOIN operators o"
+            " o.display_name, o.disabled, o.agency_code FROM console_sessions s JOIN operators o"
             " ON o.username = s.username WHERE s.token_hash = ?",
             [digest],
         )
@@ -376,6 +383,7 @@ def session_operator(db: sqlite_utils.Database, token: str | None) -> Operator |
         display_name=row["display_name"] or "",
         csrf_token=row["csrf_token"],
         session_hash=digest,
+        agency_code=row["agency_code"] or "",
     )
 
 

@@ -72,14 +72,24 @@ def operators() -> None:
 @click.argument("username")
 @click.option(
     "--role",
-    type=click.Choice(ROLES),
+    type=click.Choice((*ROLES, "agency")),
     default="operator",
     show_default=True,
-    help="operator: works tickets; supervisor: + full numbers, dashboard; admin: + accounts.",
+    help="operator: works tickets; supervisor: + full numbers, dashboard; admin: + accounts; "
+    "agency: an agency's staff, who see only their agency's tickets (needs --agency).",
 )
 @click.option("--name", "display_name", default="", help="Tên hiển thị (display name).")
+@click.option(
+    "--agency",
+    "agency_code",
+    default="",
+    help="For --role agency: the agency's code in call_flows/routing.yml (ubnd_xa:19333 for "
+    "one commune).",
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin (one line).")
-def add_cmd(username: str, role: str, display_name: str, password_stdin: bool) -> None:
+def add_cmd(
+    username: str, role: str, display_name: str, agency_code: str, password_stdin: bool
+) -> None:
     """Create an account; the password is prompted for."""
     try:
         name = accounts.check_username(username)
@@ -88,7 +98,13 @@ def add_cmd(username: str, role: str, display_name: str, password_stdin: bool) -
     password = _password(password_stdin)
     _run(
         lambda db: accounts.add_operator(
-            db, name, role, password, actor=_actor(), display_name=display_name
+            db,
+            name,
+            role,
+            password,
+            actor=_actor(),
+            display_name=display_name,
+            agency_code=agency_code,
         )
     )
     click.echo(f"Đã tạo tài khoản {name} ({ROLE_LABELS[role]}).")

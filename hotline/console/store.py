@@ -20,7 +20,8 @@ OPERATORS = Table(
     {
         "username": str,  # ascii, lowercase: what they type at the login page
         "display_name": str,
-        "role": str,  # operator | supervisor | admin
+        "role": str,  # operator | supervisor | admin, or agency (outside the ladder)
+        "agency_code": str,  # an agency account's agency (routing.yml code, ubnd_xa:19333 too)
         "password_hash": str,  # argon2id
         "disabled": int,
         "created_at": str,
@@ -139,7 +140,11 @@ ROLE_LABELS = {
     "operator": "Điều hành viên",
     "supervisor": "Giám sát viên",
     "admin": "Quản trị viên",
+    "agency": "Cán bộ cơ quan xử lý",
 }
+# An agency account (a commune's People's Committee, the power company) is outside the ladder:
+# it passes no role check of the centre's pages and sees only its own agency's tickets.
+AGENCY = "agency"
 
 
 def role_at_least(role: str | None, minimum: str) -> bool:

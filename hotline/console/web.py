@@ -41,7 +41,15 @@ from hotline.calls import get_call, mask_number
 from hotline.console import accounts, charts, corrections, queries, search
 from hotline.console.accounts import AccountError, Operator
 from hotline.console.corrections import INTENT_LABELS, CorrectionError
-from hotline.console.store import ROLE_LABELS, ROLES, audit, can, list_audit, role_at_least
+from hotline.console.store import (
+    AGENCY,
+    ROLE_LABELS,
+    ROLES,
+    audit,
+    can,
+    list_audit,
+    role_at_least,
+)
 from hotline.nlu.train import INTENTS
 from hotline.tickets import store as tickets
 from hotline.tickets.codes import clean_code, is_valid
@@ -177,9 +185,9 @@ class Console:
         op = await self.db(lambda db: accounts.session_operator(db, token)) if token else None
         if op is None:
             raise LoginRequired(api)
+        request.state.operator = op
         if not role_at_least(op.role, minimum):
             raise RoleForbidden(api, minimum)
-        request.state.operator = op
         return op
 
     def same_origin(self, origin: str | None, host: str | None) -> bool:
@@ -1276,6 +1284,9 @@ def install(app: FastAPI, services: Any) -> Console:
 
     app.include_router(PrivacyPages(console).router())
     app.include_router(Work(console).router())
+    from hotline.console.agency import AgencyPages
+
+    app.include_router(AgencyPages(console).router())
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
     app.add_middleware(SecurityHeaders)
 
@@ -1299,6 +1310,10 @@ def install(app: FastAPI, services: Any) -> Console:
         msg = f"Trang này dành cho {ROLE_LABELS.get(exc.minimum, exc.minimum).lower()} trở lên."
         if is_api(request, exc):
             return JSONResponse({"error": msg}, status_code=403)
+        op = getattr(request.state, "operator", None)
+        if op is not None and op.role == AGENCY and request.method == "GET":
+            # An agency's staff land on their own tickets, whatever console link they followed.
+            return RedirectResponse("/console/agency", status_code=303)
         return page(request, 403, "Không có quyền", msg)
 
     async def on_csrf(request: Request, exc: CsrfRefused) -> Response:
