@@ -151,3 +151,45 @@ def test_not_satisfied_reopens_and_restarts_the_deadline(tmp_path: Path) -> None
     assert "vẫn mất điện" in t["history"][-1]["note"]
     with pytest.raises(ts.TicketError):  # only a resolved ticket can be rated
         ts.rate_ticket(db, code, satisfied=True)
+
+
+def test_console_queue_and_dashboard_show_deadlines_and_satisfaction(tmp_path: Path) -> None:
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    from hotline.console import queries
+
+    router = Router.load(DEFAULT_PATH)
+    db = open_db(tmp_path / "hotline.db")
+    codes = []
+    for n in range(3):
+        tid = ts.create_draft(
+            db,
+            call_sid=None,
+            caller="+84905123456",
+            category="report_utilities",
+            description=f"{n}",
+        )
+        codes.append(ts.confirm_ticket(db, tid, router)["code"])
+    late, on_time, open_late = codes
+    for code in (late, on_time):
+        for status in ("đã tiếp nhận", "đang xử lý", "đã xử lý"):
+            ts.set_status(db, code, status, actor="t", note="xong")
+    # `late` was due long before it was resolved; `open_late` is past due and still open.
+    db.execute(
+        "UPDATE tickets SET due_at = '2020-01-01T10:00:00.000Z' WHERE code IN (?, ?)",
+        [late, open_late],
+    )
+    ts.rate_ticket(db, on_time, satisfied=True)
+    ts.rate_ticket(db, late, satisfied=False, router=router)  # re-opened: open again
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    f = queries.parse_ticket_filter({"overdue": "1"}, {})
+    # The re-opened `late` ticket got a fresh deadline: only `open_late` is overdue.
+    assert [r["code"] for r in queries.list_tickets(db, f, tz=tz)] == [open_late]
+    row = next(r for r in queries.list_tickets(db, f, tz=tz) if r["code"] == open_late)
+    text, overdue = queries.due_text(row)
+    assert overdue and text.startswith("quá hạn")
+    d = queries.dashboard(db, date(2026, 1, 1), datetime.now(tz).date(), tz)
+    assert (d.satisfied, d.rated) == (1, 2) and d.satisfaction == 0.5
+    assert (d.on_time, d.with_deadline) == (1, 1)  # `late` was re-opened: not resolved now
+    assert sum(n for _, n in d.overdue_by_agency) >= 1

@@ -380,6 +380,7 @@ class TicketFilter:
     mine: bool = False
     tests: bool = False  # include tickets from test calls (left out by default)
     closed_drafts: bool = False
+    overdue: bool = False  # open tickets past their deadline
     page: int = 1
 
     def as_dict(self) -> dict[str, str]:
@@ -395,6 +396,7 @@ class TicketFilter:
             "mine": "1" if self.mine else "",
             "tests": "1" if self.tests else "",
             "closed": "1" if self.closed_drafts else "",
+            "overdue": "1" if self.overdue else "",
         }
 
     def query_string(self, **override: Any) -> str:
@@ -438,6 +440,7 @@ def parse_ticket_filter(params: dict[str, str], agencies: dict[str, str]) -> Tic
     f.mine = (params.get("mine") or "").strip() in ("1", "on", "true")
     f.tests = (params.get("tests") or "").strip() in ("1", "on", "true")
     f.closed_drafts = (params.get("closed") or "").strip() in ("1", "on", "true")
+    f.overdue = (params.get("overdue") or "").strip() in ("1", "on", "true")
     f.page = parse_int(params.get("page"), "Trang", default=1, lo=1, hi=100000)
     return f
 
@@ -473,6 +476,10 @@ def _ticket_where(f: TicketFilter, tz: ZoneInfo | None, actor: str | None) -> tu
         w, p = _date_where("COALESCE(t.confirmed_at, t.created_at)", f.date_from, f.date_to, tz)
         where += w
         params += p
+    if f.overdue:
+        where.append("t.due_at IS NOT NULL AND t.due_at < ? AND t.status NOT IN (?, ?)")
+        params += [datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")]
+        params += sorted(CLOSED)
     if f.mine and actor:
         where.append(
             "EXISTS (SELECT 1 FROM ticket_history h WHERE h.ticket_id = t.id AND h.actor = ?)"
@@ -515,6 +522,17 @@ def count_tickets(
 ) -> int:
     where, params = _ticket_where(f, tz, actor)
     return int(db.execute(f"SELECT COUNT(*) FROM tickets t WHERE {where}", params).fetchone()[0])
+
+
+def due_text(ticket: dict[str, Any], now: datetime | None = None) -> tuple[str, bool]:
+    """("còn 2 ngày" | "quá hạn 5 giờ" | "", overdue?) for an open ticket with a deadline."""
+    due = ticket.get("due_at")
+    if not due or ticket.get("status") in CLOSED or not ticket.get("confirmed"):
+        return "", False
+    now = now or datetime.now(UTC)
+    left = (datetime.fromisoformat(due.replace("Z", "+00:00")) - now).total_seconds()
+    span = duration_text(abs(left))
+    return (f"còn {span}", False) if left >= 0 else (f"quá hạn {span}", True)
 
 
 def age_text(iso: str | None, now: datetime | None = None) -> str:
@@ -565,6 +583,11 @@ class Dashboard:
     prev_total: int = 0
     prev_contained: int = 0
     age_bands: list[tuple[str, int, str]] = field(default_factory=list)  # label, n, age filter
+    on_time: int = 0  # tickets resolved in the period by their deadline
+    with_deadline: int = 0  # tickets resolved in the period that had one
+    overdue_by_agency: list[tuple[str, int]] = field(default_factory=list)
+    satisfied: int = 0  # residents' ratings given in the period
+    rated: int = 0
     open_agency_codes: list[str] = field(default_factory=list)
     category_codes: list[str] = field(default_factory=list)
     test_calls: int = 0
@@ -572,6 +595,14 @@ class Dashboard:
     @property
     def containment(self) -> float | None:
         return self.contained / self.total_calls if self.total_calls else None
+
+    @property
+    def on_time_rate(self) -> float | None:
+        return self.on_time / self.with_deadline if self.with_deadline else None
+
+    @property
+    def satisfaction(self) -> float | None:
+        return self.satisfied / self.rated if self.rated else None
 
     @property
     def prev_containment(self) -> float | None:
@@ -732,6 +763,30 @@ def dashboard(db: sqlite_utils.Database, d_from: date, d_to: date, tz: ZoneInfo)
     ]
     out.resolved = len(durations)
     out.median_resolution_s = statistics.median(durations) if durations else None
+    for r in db.query(
+        "SELECT t.resolved_at <= t.due_at AS on_time FROM tickets t WHERE t.confirmed = 1"
+        f" AND t.status = ? AND t.due_at IS NOT NULL AND t.resolved_at >= ? AND t.resolved_at < ?"
+        f" AND {not_test}",
+        [RESOLVED, start, end],
+    ):
+        out.with_deadline += 1
+        out.on_time += bool(r["on_time"])
+    overdue = list(
+        db.query(
+            "SELECT t.agency_name, COUNT(*) AS n FROM tickets t WHERE t.confirmed = 1"
+            f" AND t.status NOT IN (?, ?) AND t.due_at < ? AND {not_test}"
+            " GROUP BY t.agency_name ORDER BY n DESC, t.agency_name LIMIT 15",
+            [*sorted(CLOSED), now.isoformat(timespec="milliseconds").replace("+00:00", "Z")],
+        )
+    )
+    out.overdue_by_agency = [(r["agency_name"] or "—", r["n"]) for r in overdue]
+    for r in db.query(
+        "SELECT t.rating FROM tickets t WHERE t.rating IS NOT NULL"
+        f" AND t.rated_at >= ? AND t.rated_at < ? AND {not_test}",
+        [start, end],
+    ):
+        out.rated += 1
+        out.satisfied += r["rating"] == 1
     return out
 
 

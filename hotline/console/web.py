@@ -613,6 +613,7 @@ class Console:
         now = datetime.now(UTC)
         for r in rows:
             r["age"] = queries.age_text(r.get("confirmed_at") or r.get("created_at"), now)
+            r["due_text"], r["overdue"] = queries.due_text(r, now)
         return self.render(
             request,
             "tickets.html",
