@@ -491,11 +491,19 @@ class _Sender:
             await self.send_frame()
 
     async def wait_for_bot_speaking(self) -> None:
+        # In real time, like any wait for the bot: racing ahead at --fast speed while the server
+        # has not started speaking yet would put the caller's barge-in past the prompt it meant.
+        self.waiting = True
         start = self.frame
-        while (
-            not self.closed and not self.line.playing and self.frame - start < REPLY_TIMEOUT_FRAMES
-        ):
-            await self.send_frame()
+        try:
+            while (
+                not self.closed
+                and not self.line.playing
+                and self.frame - start < REPLY_TIMEOUT_FRAMES
+            ):
+                await self.send_frame()
+        finally:
+            self.waiting = False
 
     async def run_script(self, rec: Recording) -> None:
         turns = rec.sidecar.get("turns", [])  # type: ignore[union-attr]

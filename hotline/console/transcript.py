@@ -40,12 +40,11 @@ def played_turns(call: dict[str, Any]) -> list[dict[str, Any]]:
                 continue  # queued as the call ended: never played
             if t.get("interrupted"):
                 cut = next((b for b in barges if b >= start), None)
-                if cut is None or cut - start < 1:
+                if (cut is None or cut - start < 1) and any(b <= start for b in barges):
                     # Cleared before it started (queued behind the prompt that was cut).
-                    if cut is not None:
-                        continue
-                else:
-                    end = t.get("end_ms")
+                    continue
+                end = t.get("end_ms")
+                if cut is not None and cut - start >= 1:
                     if end is not None and cut >= int(end):
                         # The barge-in came after this prompt had finished playing.
                         t["interrupted"] = 0
