@@ -170,3 +170,42 @@ def test_an_agency_day_at_phone_width(world: dict) -> None:
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
         finally:
             browser.close()
+
+
+def test_operators_work_incidents_and_see_messages_on_the_ticket(world: dict) -> None:
+    server = world["server"]
+    router = Router.load(DEFAULT_PATH)
+    db = open_db(server.data_dir / "hotline.db", migrate=False)
+    codes = []
+    for n in range(3):
+        tid = ts.create_draft(
+            db,
+            call_sid=None,
+            caller=f"+8490566600{n}",
+            category="report_disaster",
+            description=f"ngập đường {n}",
+            location=GIO_LINH,
+        )
+        codes.append(ts.confirm_ticket(db, tid, router)["code"])
+    db.conn.commit()
+    iid = next(db.query("SELECT incident_id FROM tickets WHERE code = ?", [codes[0]]))[
+        "incident_id"
+    ]
+    db.conn.close()
+    olga = login(server, "olga")
+    page = olga.get("/console/incidents")
+    assert page.status_code == 200 and f"/console/incidents/{iid}" in page.text
+    path = f"/console/incidents/{iid}"
+    assert "3 người phản ánh" in olga.get(path).text
+    r = olga.post(f"{path}/split", data={"csrf": csrf(olga, path), "code": codes[2]})
+    assert r.status_code == 303 and "2 người phản ánh" in olga.get(path).text
+    r = olga.post(f"{path}/resolve", data={"csrf": csrf(olga, path), "note": ""})
+    assert r.status_code == 400 and "Cần ghi kết quả" in r.text
+    r = olga.post(f"{path}/resolve", data={"csrf": csrf(olga, path), "note": "Nước đã rút"})
+    assert r.status_code == 303
+    ticket = olga.get(f"/console/tickets/{codes[0]}").text
+    assert "đã xử lý" in ticket and "Tin nhắn gửi người phản ánh" in ticket
+    assert "Nước đã rút" in ticket and "Sự việc chung" in ticket
+    # The one split off is untouched.
+    assert "Nước đã rút" not in olga.get(f"/console/tickets/{codes[2]}").text
+    assert olga.get("/console/incidents/abc").status_code == 404

@@ -691,7 +691,14 @@ class Console:
                         [sid],
                     )
                 )
-            return {"call": call, "words": words}
+            from hotline import outbox
+            from hotline.tickets import incidents
+
+            messages = outbox.for_ticket(db, ticket["id"]) if ticket.get("id") else []
+            incident = (
+                incidents.get(db, ticket["incident_id"]) if ticket.get("incident_id") else None
+            )
+            return {"call": call, "words": words, "messages": messages, "incident": incident}
 
         extra = await self.db(read)
         call = extra["call"]
@@ -1286,6 +1293,9 @@ def install(app: FastAPI, services: Any) -> Console:
     app.include_router(PrivacyPages(console).router())
     app.include_router(Work(console).router())
     from hotline.console.agency import AgencyPages
+    from hotline.console.incidents import IncidentPages
+
+    app.include_router(IncidentPages(console).router())
 
     app.include_router(AgencyPages(console).router())
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
