@@ -3,11 +3,9 @@ HTTP against a real server and, at phone width, in Chromium."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from hotline.store import open_db
@@ -15,8 +13,10 @@ from hotline.tickets import store as ts
 from hotline.tickets.routing import DEFAULT_PATH, Router
 from tests.conftest import base_env
 from tests.servers import CHROMIUM, CHROMIUM_ARGS, HotlineServer, TwilioRestStandIn, free_port
+from tests.test_console import PASSWORD
+from tests.test_console import csrf_of as csrf
+from tests.test_console import http_login as login
 
-PASSWORD = "mật-khẩu-cơ-quan-789"
 DONG_HA = {"name": "Phường Đông Hà", "code": "19333"}
 GIO_LINH = {"name": "Xã Gio Linh", "code": "19318"}
 
@@ -62,21 +62,6 @@ def world(
     add(server, "olga", "operator")
     yield {"server": server, "tickets": made, "agency": dh_agency}
     server.stop()
-
-
-def login(server: HotlineServer, user: str) -> httpx.Client:
-    client = httpx.Client(base_url=server.url, follow_redirects=False, timeout=15)
-    page = client.get("/console/login")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    r = client.post("/console/login", data={"csrf": token, "username": user, "password": PASSWORD})
-    assert r.status_code == 303, r.text
-    return client
-
-
-def csrf(client: httpx.Client, path: str) -> str:
-    page = client.get(path)
-    assert page.status_code == 200, page.text
-    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
 
 
 def test_an_agency_sees_only_its_own_tickets(world: dict) -> None:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_flow_engine are parameters here)
 """Conversation repair in the pure flow engine: callers who change their mind.
 
 Several reports in one call, corrections at a read-back, cancellation, digressions, an
@@ -7,45 +8,15 @@ or slowing down. Events in, actions out: no server, no NLU, no audio.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from hotline.dialogue import engine as fe
-from hotline.dialogue.flow import FlowError, load_flow, load_flows
-from hotline.dialogue.knowledge import KnowledgeBase
+from hotline.dialogue.flow import FlowError, load_flow
+# The engine tests' fixtures (flow, kb) and helpers, shared rather than copied.
+from tests.test_flow_engine import FLOWS, convo, flow, kb, of, said, utter  # noqa: F401
 
-FLOWS = Path(__file__).resolve().parent.parent / "call_flows"
 TRIEU_PHONG = {"raw": "thôn an hưng xã triệu phong", "name": "Xã Triệu Phong", "code": "19501"}
 GIO_LINH = {"raw": "xã gio linh", "name": "Xã Gio Linh", "code": "19318"}
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return load_flows(FLOWS)
-
-
-@pytest.fixture(scope="module")
-def kb():
-    return KnowledgeBase.load(FLOWS / "knowledge.yml")
-
-
-def convo(flow, kb, **env) -> fe.Conversation:
-    c = fe.Conversation(flow, kb, env=env)
-    c.start()
-    return c
-
-
-def said(actions) -> str:
-    return " ".join(a.text for a in actions if isinstance(a, fe.Say))
-
-
-def of(actions, kind):
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def utter(text, intent, conf=0.95, **kw) -> fe.Utterance:
-    return fe.Utterance(text=text, intent=intent, confidence=conf, **kw)
 
 
 def at_read_back(flow, kb, text="mất điện từ sáng tới chừ") -> fe.Conversation:

@@ -459,3 +459,34 @@ def test_old_database_is_migrated(db_path: Path, router: Router) -> None:
         assert clean_code(make_ticket(db, router)["code"])
     finally:
         db.conn.close()
+
+
+def test_a_caller_cancelled_draft_is_kept_marked_and_cannot_be_confirmed_twice(
+    db: sqlite_utils.Database, router: Router
+) -> None:
+    tid = ts.create_draft(
+        db,
+        call_sid="CA1",
+        caller="+84905000001",
+        category="report_utilities",
+        description="mất điện",
+        priority="urgent",
+    )
+    ts.cancel_draft(db, tid, reason="caller")
+    row = ts.get_ticket_by_id(db, tid)
+    assert row["closed_at"] and row["close_reason"] == "caller" and row["priority"] == "urgent"
+    assert [h["action"] for h in row["history"]] == ["created", "cancelled"]
+    assert tid in [d["id"] for d in ts.list_drafts(db)]  # still visible to operators
+    confirmed = ts.confirm_ticket(
+        db,
+        ts.create_draft(
+            db, call_sid="CA1", caller="+84905000001", category="report_utilities", description="x"
+        ),
+        router,
+    )
+    with pytest.raises(ts.TicketError):
+        ts.cancel_draft(db, confirmed["id"], reason="caller")  # a ticket is not a draft
+    with pytest.raises(ts.TicketError):
+        ts.create_draft(
+            db, call_sid=None, caller=None, category="x", description="", priority="vip"
+        )

@@ -424,19 +424,11 @@ def update_draft(db: sqlite_utils.Database, ticket_id: int, **fields: Any) -> No
 def cancel_draft(
     db: sqlite_utils.Database, ticket_id: int, *, reason: str, actor: str = "hotline"
 ) -> None:
-    """Withdraw a draft. It is kept, marked closed, so operators still see what was said."""
+    """The caller withdrew a draft. It stays in the drafts list, marked cancelled (closed_at,
+    a 'cancelled' history row), so operators still see what was said; an operator's
+    `close_draft` is what takes a draft off the list."""
     with db.atomic():
-        row = _row(db, "id = ?", [ticket_id])
-        if row is None:
-            raise TicketError(
-                "not_found", f"Không có phiếu nháp số {ticket_id}", f"no ticket with id {ticket_id}"
-            )
-        if row["confirmed"]:
-            raise TicketError(
-                "not_draft",
-                f"Phiếu {row['code']} đã được xác nhận, không hủy như bản nháp được",
-                f"ticket {row['code']} is already confirmed; it is no longer a draft",
-            )
+        _require_open_draft(db, ticket_id)
         now = now_iso()
         db.execute(
             "UPDATE tickets SET closed_at = ?, close_reason = ?, updated_at = ? WHERE id = ?",
