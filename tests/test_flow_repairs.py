@@ -12,6 +12,7 @@ import pytest
 
 from hotline.dialogue import engine as fe
 from hotline.dialogue.flow import FlowError, load_flow
+
 # The engine tests' fixtures (flow, kb) and helpers, shared rather than copied.
 from tests.test_flow_engine import FLOWS, convo, flow, kb, of, said, utter  # noqa: F401
 
