@@ -114,6 +114,56 @@ def upsert_call(db: sqlite_utils.Database, call_sid: str, **fields: Any) -> None
         table.insert({"call_sid": call_sid, **fields})
 
 
+def ring_call(
+    db: sqlite_utils.Database,
+    call_sid: str,
+    *,
+    caller: str,
+    caller_hash: str,
+    called: str,
+    account_sid: str,
+) -> str:
+    """Record a call's (signed) voice webhook, once per CallSid.
+
+    Returns "new" for a first webhook, "ringing" for a repeat while the call still waits for
+    its stream, else the status the call has reached: a replayed webhook never resets a call.
+    """
+    rows = list(db.query("SELECT status, stream_sid FROM calls WHERE call_sid = ?", [call_sid]))
+    if not rows:
+        upsert_call(
+            db,
+            call_sid,
+            account_sid=account_sid,
+            caller=caller,
+            caller_hash=caller_hash,
+            called=called,
+            status="ringing",
+            started_at=now_iso(),
+        )
+        add_event(db, call_sid, "voice_webhook")
+        return "new"
+    status = rows[0]["status"] or ""
+    state = "ringing" if status == "ringing" and not rows[0]["stream_sid"] else status or "unknown"
+    add_event(db, call_sid, "voice_webhook_repeated", status=status)
+    return state
+
+
+def claim_stream(
+    db: sqlite_utils.Database, call_sid: str, stream_sid: str
+) -> dict[str, Any] | None:
+    """Bind a stream to its ringing call, once: the call's record if this stream won it."""
+    now = now_iso()
+    cur = db.execute(
+        "UPDATE calls SET stream_sid = ?, status = 'in-progress', answered_at = ?, "
+        "updated_at = ? WHERE call_sid = ? AND status = 'ringing' "
+        "AND COALESCE(stream_sid, '') = ''",
+        [stream_sid, now, now, call_sid],
+    )
+    if cur.rowcount != 1:
+        return None
+    return next(iter(db.query("SELECT * FROM calls WHERE call_sid = ?", [call_sid])))
+
+
 def add_event(
     db: sqlite_utils.Database, call_sid: str, kind: str, call_ms: int | None = None, **detail: Any
 ) -> None:

@@ -83,6 +83,22 @@ class ReplayResult:
     bot_audio: bytearray = field(default_factory=bytearray)
     call: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    # (monotonic time, event) of what the server sent: media, mark, clear
+    outbound: list[tuple[float, str]] = field(default_factory=list)
+
+    def max_audio_gap_ms(self) -> float:
+        """The longest wait between two media messages of one prompt (no mark or clear
+        between them): how long the caller would have heard the bot stall mid-sentence."""
+        gap = 0.0
+        last: float | None = None
+        for at, event in self.outbound:
+            if event != "media":
+                last = None
+                continue
+            if last is not None:
+                gap = max(gap, (at - last) * 1000)
+            last = at
+        return gap
 
     def summary(self) -> dict[str, Any]:
         call = self.call or {}
@@ -221,7 +237,10 @@ class TwilioStandIn:
         *,
         dtmf: list[tuple[float, str]] | None = None,
         caller: str | None = None,
+        extra_params: dict[str, str] | None = None,
     ) -> ReplayResult:
+        """Place one call. `extra_params` are added to (or replace) the TwiML's <Parameter>s
+        in the stream's start message, as a tampering client would."""
         call_sid = "CA" + secrets.token_hex(16)
         caller = caller or recording.caller
         async with httpx.AsyncClient(timeout=30) as client:
@@ -229,6 +248,7 @@ class TwilioStandIn:
             if r.status_code != 200:
                 raise RuntimeError(f"voice webhook answered {r.status_code}: {r.text[:200]}")
             stream_url, params = parse_connect_stream(r.text)
+            params = {**params, **(extra_params or {})}
             result = ReplayResult(call_sid, "MZ" + secrets.token_hex(16), r.text)
             started = time.monotonic()
             await self._stream(recording, stream_url, params, result, dtmf or [])
@@ -332,6 +352,7 @@ class _Sender:
             async for raw in self.ws:
                 msg = json.loads(raw)
                 event = msg.get("event")
+                self.result.outbound.append((time.monotonic(), str(event)))
                 if event == "media":
                     self.result.media_received += 1
                     self.line.push_audio(base64.b64decode(msg["media"]["payload"]))
