@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 PRESTART_MAX_MESSAGES = 16  # Twilio sends `connected` then `start`; nothing else comes first
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 WATCHDOG_S = 0.2  # how often the wall clock is checked
 LINE_POKE_S = 0.25  # no audio for this long: the no-input clock is ticked on wall time
 SILENT_PCM_FRAME = b"\x00" * FRAME_BYTES_PCM
@@ -172,6 +173,24 @@ class TwilioCall:
         return ok
 
 
+async def close_and_drop(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close a stream that broke its limits without waiting for the closing handshake.
+
+    A graceful close keeps reading (and parsing, on the event loop every call shares) whatever
+    the client goes on sending until it answers the close, which a flooding client never
+    does. So after the close frame the connection itself is cut: uvicorn's protocol object is
+    reached through the ASGI send callable (best effort; a server without it gets the
+    graceful close)."""
+    with contextlib.suppress(Exception):
+        # The close frame is written at once; what follows is the wait for the client's.
+        await asyncio.wait_for(ws.close(code=code, reason=reason[:120]), 0.05)
+    protocol_obj = getattr(getattr(ws, "_send", None), "__self__", None)
+    transport = getattr(protocol_obj, "transport", None)
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.close()  # stops reading now; still flushes the close frame
+
+
 class MediaStreamServer:
     """Accepts Twilio's WebSocket connections and runs each call."""
 
@@ -255,8 +274,7 @@ class MediaStreamServer:
             self._warn_refusal(
                 "prestart", "media stream closed before a valid start message: %s", why
             )
-            with contextlib.suppress(Exception):
-                await ws.close(code=POLICY_VIOLATION, reason=why)
+            await close_and_drop(ws, POLICY_VIOLATION, why)
             return
         row = await self._admit(ws, start, credentials, console_user)
         if row is None:
@@ -268,6 +286,7 @@ class MediaStreamServer:
     async def _refuse(
         self, ws: WebSocket, start: protocol.Start, why: str, kind: str = "stream_refused"
     ) -> None:
+        await close_and_drop(ws, POLICY_VIOLATION, why)
         self._warn_refusal(kind + why, "refused a stream for call %s: %s", start.call_sid, why)
         if self._refusals.hit(("event", kind, start.call_sid)) is not None:
             # Only calls on record get an event: unknown ids must not grow the database.
@@ -279,8 +298,6 @@ class MediaStreamServer:
                         else None
                     )
                 )
-        with contextlib.suppress(Exception):
-            await ws.close(code=POLICY_VIOLATION, reason=why[:120])
 
     async def _admit(
         self,
@@ -351,6 +368,8 @@ class MediaStreamServer:
     async def _receive_text(ws: WebSocket, guard: _Guard) -> str | None:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
+            if message.get("code") == MESSAGE_TOO_BIG:  # refused by the server's ws_max_size
+                raise StreamLimitExceeded("message_too_large", limit=guard.limits.max_message_bytes)
             return None
         if message.get("text") is not None:
             text = message["text"]
@@ -463,6 +482,8 @@ class MediaStreamServer:
             log.info("call %s ended: %s", start.call_sid, reason)
 
     async def _limit_event(self, call: TwilioCall, exc: StreamLimitExceeded) -> None:
+        if call.websocket.application_state == WebSocketState.CONNECTED:
+            await close_and_drop(call.websocket, POLICY_VIOLATION, exc.reason)
         log.warning("call %s: stream closed: %s %s", call.call_sid, exc.reason, exc.detail)
         with contextlib.suppress(*DB_ERRORS):
             await self.store.arun(
@@ -475,9 +496,6 @@ class MediaStreamServer:
                     **exc.detail,
                 )
             )
-        if call.websocket.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await call.websocket.close(code=POLICY_VIOLATION, reason=exc.reason)
 
     async def _report(
         self, call: TwilioCall, kind: str, message: str, *args: Any, **detail: Any
