@@ -8,7 +8,8 @@ before it has played, and `clear` drops the buffer and echoes its pending marks.
 the status callback and fetches the call's outcome.
 
 A recorded call is a WAV file plus an optional sidecar (`NAME.yml` next to it) that lists the
-caller's turns (spans of the WAV, keypad digits, silences, hang-up) and the expected outcome.
+caller's turns (spans of the WAV, keypad digits, silences, a dead line (`mute`: nothing sent),
+hang-up) and the expected outcome.
 With a sidecar, each turn is played after the bot has finished speaking, as a caller would;
 without one, the WAV is streamed as it is. `--fast` sends audio as fast as the server takes it.
 """
@@ -514,6 +515,10 @@ class _Sender:
                     await self.send_silence(0.2)
             elif "silence" in turn:
                 await self.send_silence(float(turn["silence"]))
+                continue
+            elif "mute" in turn:
+                # A dead line: nothing at all is sent (not even silence) for this long.
+                await asyncio.sleep(float(turn["mute"]))
                 continue
             if turn.get("hangup"):
                 await self.stop()
