@@ -1059,6 +1059,13 @@ def install(app: FastAPI, services: Any) -> Console:
 
     console = Console(services)
     app.include_router(console.router())
+
+    async def openapi_json() -> JSONResponse:
+        # The schema names routes and parameters only (all in the open source anyway), so it
+        # is public: clients and fuzzers (tests/test_schemathesis.py) read it from the server.
+        return JSONResponse(app.openapi())
+
+    app.add_api_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
     app.add_middleware(SecurityHeaders)
 

@@ -82,13 +82,39 @@ async def _verified_form(request: Request) -> dict[str, str] | None:
     return params
 
 
+def _form_schema(*required: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI for a Twilio form post (the handlers read the raw form to check its signature)."""
+    fields = {name: {"type": "string"} for name in (*required, *optional)}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": fields, "required": list(required)}
+                }
+            },
+        },
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ],
+    }
+
+
+VOICE_FORM = ("CallSid", "AccountSid", "From", "To", "CallStatus", "Direction")
+
+
 def _forbidden() -> Response:
     return Response(
         "Forbidden: invalid Twilio signature\n", status_code=403, media_type="text/plain"
     )
 
 
-@router.post("/voice")
+@router.post("/voice", openapi_extra=_form_schema("CallSid", optional=VOICE_FORM[1:]))
 async def voice(request: Request) -> Response:
     form = await _verified_form(request)
     if form is None:
@@ -126,7 +152,12 @@ async def voice(request: Request) -> Response:
     return Response(connect_twiml(services, call_sid), media_type=XML)
 
 
-@router.post("/status")
+@router.post(
+    "/status",
+    openapi_extra=_form_schema(
+        "CallSid", "CallStatus", optional=(*VOICE_FORM[1:4], "CallDuration")
+    ),
+)
 async def status(request: Request) -> Response:
     form = await _verified_form(request)
     if form is None:
@@ -182,7 +213,19 @@ async def status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/calls/{call_sid}")
+@router.get(
+    "/calls/{call_sid}",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ]
+    },
+)
 async def call_outcome(call_sid: str, request: Request) -> Response:
     """A call's record, for the replay stand-in: signed like a webhook with the auth token, so
     only whoever holds Twilio's secret (the operators of this line) can read it."""
