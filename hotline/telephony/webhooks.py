@@ -90,7 +90,12 @@ def _form_schema(*required: str, optional: tuple[str, ...] = ()) -> dict[str, An
             "required": True,
             "content": {
                 "application/x-www-form-urlencoded": {
-                    "schema": {"type": "object", "properties": fields, "required": list(required)}
+                    "schema": {
+                        "type": "object",
+                        "properties": fields,
+                        "required": list(required),
+                        "additionalProperties": False,
+                    }
                 }
             },
         },
