@@ -227,3 +227,38 @@ def test_a_hostile_stream_leaves_a_normal_call_alone(
 
 if __name__ == "__main__":  # a hostile client by hand: KIND URL PUBLIC_URL TOKEN
     print(hostile_main(*sys.argv[1:5]))
+
+
+async def test_a_message_flood_is_closed_at_the_rate_limit(plain_server: HotlineServer) -> None:
+    """Cheap messages (marks) as fast as a client can send them: closed past 2000 a second."""
+    from tests.test_telephony import connect_stream, new_sid, ring
+
+    sid, stream = new_sid(), "MZ" + secrets.token_hex(16)
+    ws = await connect_stream(plain_server, sid, stream, await ring(plain_server, sid))
+    mark = json.dumps({"event": "mark", "streamSid": stream, "mark": {"name": "x"}})
+    try:
+        for _ in range(50_000):
+            await ws.send(mark)
+    except websockets.ConnectionClosed:
+        pass
+    await ws.close()
+    for _ in range(50):
+        row = call_row(plain_server, sid)
+        if row and row.get("ended_at"):
+            break
+        await asyncio.sleep(0.1)
+    assert row["hangup_reason"] == "message_rate"
+
+
+def test_throttle_reports_once_a_second_with_a_count() -> None:
+    from hotline.logs import Throttle
+
+    now = [0.0]
+    t = Throttle(1.0, clock=lambda: now[0])
+    assert t.hit("e") == 1
+    assert [t.hit("e") for _ in range(99)] == [None] * 99
+    assert t.hit("other") == 1
+    now[0] = 1.0
+    assert t.hit("e") == 100  # this one and the 99 held back
+    assert t.hit("e") is None
+    assert t.pending() == {"e": 1} and t.pending() == {}
