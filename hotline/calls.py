@@ -143,7 +143,8 @@ def ring_call(
         add_event(db, call_sid, "voice_webhook")
         return "new"
     status = rows[0]["status"] or ""
-    state = "ringing" if status == "ringing" and not rows[0]["stream_sid"] else status or "unknown"
+    waiting = status not in FINAL_STATUSES and not rows[0]["stream_sid"]
+    state = "ringing" if waiting else status or "unknown"
     add_event(db, call_sid, "voice_webhook_repeated", status=status)
     return state
 
@@ -151,13 +152,18 @@ def ring_call(
 def claim_stream(
     db: sqlite_utils.Database, call_sid: str, stream_sid: str
 ) -> dict[str, Any] | None:
-    """Bind a stream to its ringing call, once: the call's record if this stream won it."""
+    """Bind a stream to its call, once: the call's record if this stream won it.
+
+    The call must not have ended and must have no stream yet ("ringing" for us; Twilio's own
+    `answered` status callback may already have called it in-progress)."""
     now = now_iso()
+    final = sorted(FINAL_STATUSES)
+    marks = ",".join("?" * len(final))
     cur = db.execute(
-        "UPDATE calls SET stream_sid = ?, status = 'in-progress', answered_at = ?, "
-        "updated_at = ? WHERE call_sid = ? AND status = 'ringing' "
-        "AND COALESCE(stream_sid, '') = ''",
-        [stream_sid, now, now, call_sid],
+        "UPDATE calls SET stream_sid = ?, status = 'in-progress', answered_at = ?, updated_at = ?"
+        f" WHERE call_sid = ? AND COALESCE(status, '') NOT IN ({marks})"
+        " AND COALESCE(stream_sid, '') = ''",
+        [stream_sid, now, now, call_sid, *final],
     )
     if cur.rowcount != 1:
         return None

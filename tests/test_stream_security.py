@@ -244,3 +244,20 @@ def test_an_existing_recording_is_never_truncated(tmp_path: Path) -> None:
     assert rec.caller_path.name == f"{sid}-1.caller.wav" and rec.mixed_path.exists()
     for path, data in evidence.items():
         assert path.read_bytes() == data
+
+
+def test_an_answered_callback_before_the_stream_does_not_lock_it_out(
+    plain_server: HotlineServer,
+) -> None:
+    """Twilio's optional `answered` status callback can beat the stream's start."""
+    sid = new_sid()
+    params = asyncio.run(ring(plain_server, sid))
+    status = {**voice_form(sid), "CallStatus": "in-progress"}
+    url = plain_server.public_url + "/twilio/status"
+    r = httpx.post(
+        plain_server.url + "/twilio/status",
+        data=status,
+        headers={SIGNATURE_HEADER: sign(plain_server.auth_token, url, status)},
+    )
+    assert r.status_code == 204
+    assert asyncio.run(attempt(plain_server, sid, params)) == "media"
