@@ -82,6 +82,7 @@ EVENTS = Table(
 register_schema(CALLS, TURNS, EVENTS)
 
 FINAL_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
+MAX_REPEAT_EVENTS = 10  # events kept for a webhook repeated for one call
 
 _DIGITS = re.compile(r"\d")
 
@@ -145,7 +146,15 @@ def ring_call(
     status = rows[0]["status"] or ""
     waiting = status not in FINAL_STATUSES and not rows[0]["stream_sid"]
     state = "ringing" if waiting else status or "unknown"
-    add_event(db, call_sid, "voice_webhook_repeated", status=status)
+    # A signed request can be replayed byte for byte (Twilio signs no timestamp): note the
+    # first repeats, not every one, so replays cannot grow the database.
+    if (
+        db.table("events").count_where(
+            "call_sid = ? AND kind = 'voice_webhook_repeated'", [call_sid]
+        )
+        < MAX_REPEAT_EVENTS
+    ):
+        add_event(db, call_sid, "voice_webhook_repeated", status=status)
     return state
 
 
