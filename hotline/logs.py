@@ -57,8 +57,15 @@ class Throttle:
         self._last: dict[Hashable, float] = {}
         self._held: dict[Hashable, int] = {}
 
+    MAX_KEYS = 4096  # past this, keys idle for a whole interval are forgotten
+
     def hit(self, key: Hashable) -> int | None:
         now = self.clock()
+        if len(self._last) > self.MAX_KEYS:
+            # Many keys (a stream of made-up call ids): memory stays bounded.
+            for k in [k for k, t in self._last.items() if now - t >= self.interval]:
+                self._last.pop(k, None)
+                self._held.pop(k, None)
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._held[key] = self._held.get(key, 0) + 1

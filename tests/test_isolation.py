@@ -262,3 +262,8 @@ def test_throttle_reports_once_a_second_with_a_count() -> None:
     assert t.hit("e") == 100  # this one and the 99 held back
     assert t.hit("e") is None
     assert t.pending() == {"e": 1} and t.pending() == {}
+    # Made-up keys (one per forged call id) do not accumulate.
+    for i in range(10_000):
+        now[0] = 2.0 + i
+        t.hit(("refused", i))
+    assert len(t._last) <= Throttle.MAX_KEYS + 1
