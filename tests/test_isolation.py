@@ -176,7 +176,9 @@ def test_a_hostile_stream_leaves_a_normal_call_alone(
 ) -> None:
     # The machine's own noise, measured now: on a loaded machine (2 cores shared with other
     # work) a lone call can already stall for tens of ms; then the bound is 4x what it showed
-    # (at most 1 s). Before the fix these streams froze every call for 4 s, past either bound.
+    # (at most 1 s). A stall caused by the hostile stream happens every time (before the fix,
+    # a 4 s freeze each run); one caused by the machine's other work does not: a pair that
+    # misses the bound is run once more, and both runs must miss it to fail.
     alone = max(_normal_call(plain_server).max_audio_gap_ms() for _ in range(2))
     bound = MAX_GAP_MS if alone < MAX_GAP_MS / 2 else min(4 * alone, 1000.0)
     log_before = len(plain_server.log().splitlines())
@@ -189,12 +191,16 @@ def test_a_hostile_stream_leaves_a_normal_call_alone(
         hostile = await loop.run_in_executor(pool, hostile_main, *args)
         return await normal, hostile
 
-    normal, hostile = asyncio.run(both())
-    summary = normal.summary()
-    assert (summary["outcome"], summary["path"]) == (baseline["outcome"], baseline["path"])
-    gap = normal.max_audio_gap_ms()
-    print(f"{kind}: normal call's longest stall {gap:.0f} ms (alone just before: {alone:.0f} ms)")
-    assert gap < bound, (kind, gap, alone)
+    gaps = []
+    for _ in range(2):
+        normal, hostile = asyncio.run(both())
+        summary = normal.summary()
+        assert (summary["outcome"], summary["path"]) == (baseline["outcome"], baseline["path"])
+        gaps.append(normal.max_audio_gap_ms())
+        if gaps[-1] < bound:
+            break
+    print(f"{kind}: normal call's longest stall {gaps} ms (alone just before: {alone:.0f} ms)")
+    assert min(gaps) < bound, (kind, gaps, alone)
 
     log = plain_server.log().splitlines()[log_before:]
     assert len(log) < 60, "\n".join(log[-20:])  # bounded logging, whatever was sent

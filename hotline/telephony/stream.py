@@ -438,7 +438,9 @@ class MediaStreamServer:
                         db, start.call_sid, recording_path=str(recorder.caller_path)
                     )
                 )
-            handler = self.handler_factory(call)
+            # Built in a worker thread: a session loads its own VAD model (~0.1 s), which on
+            # the event loop would stall every other call's audio each time a call starts.
+            handler = await asyncio.to_thread(self.handler_factory, call)
             call.extra["handler"] = handler
             player.start()
             audio_lock = asyncio.Lock()
