@@ -110,12 +110,18 @@ def read_wav_as_ulaw(path: Path | str) -> bytes:
 
 
 def write_wav(
-    path: Path | str, pcm: bytes | np.ndarray, rate: int = SAMPLE_RATE, channels: int = 1
+    path: Path | str,
+    pcm: bytes | np.ndarray,
+    rate: int = SAMPLE_RATE,
+    channels: int = 1,
+    *,
+    exclusive: bool = False,
 ) -> None:
+    """Write a PCM16 WAV; `exclusive` refuses to replace a file that exists (FileExistsError)."""
     data = pcm if isinstance(pcm, bytes | bytearray) else np.asarray(pcm, dtype="<i2").tobytes()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
+    with path.open("xb" if exclusive else "wb") as f, wave.open(f, "wb") as w:
         w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
@@ -125,17 +131,23 @@ def write_wav(
 class WavAppender:
     """A mono 8 kHz PCM16 WAV written as the call goes.
 
-    The header is rewritten on close(); a crash leaves a file whose data chunk is intact and whose
-    length `wave` can still recover from the file size.
+    The file is created exclusively: an existing recording is never opened for writing (and so
+    never truncated). The header is rewritten on close(); a crash leaves a file whose data chunk
+    is intact and whose length `wave` can still recover from the file size.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._w = wave.open(str(path), "wb")  # noqa: SIM115 (open for the whole call)
-        self._w.setnchannels(1)
-        self._w.setsampwidth(2)
-        self._w.setframerate(SAMPLE_RATE)
+        self._file = path.open("xb")  # noqa: SIM115 (open for the whole call)
+        try:
+            self._w = wave.open(self._file, "wb")  # noqa: SIM115
+            self._w.setnchannels(1)
+            self._w.setsampwidth(2)
+            self._w.setframerate(SAMPLE_RATE)
+        except BaseException:
+            self._file.close()
+            raise
         self.samples = 0
 
     def write(self, pcm16: bytes) -> None:
@@ -148,7 +160,10 @@ class WavAppender:
             self.write(b"\x00\x00" * (sample_index - self.samples))
 
     def close(self) -> None:
-        self._w.close()
+        try:
+            self._w.close()
+        finally:
+            self._file.close()
 
 
 def mix_stereo(left: Path, right: Path, out: Path) -> None:
@@ -159,4 +174,4 @@ def mix_stereo(left: Path, right: Path, out: Path) -> None:
     stereo = np.zeros((n, 2), dtype=np.int16)
     stereo[: len(a), 0] = a
     stereo[: len(b), 1] = b
-    write_wav(out, stereo.tobytes(), channels=2)
+    write_wav(out, stereo.tobytes(), channels=2, exclusive=True)

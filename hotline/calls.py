@@ -82,6 +82,7 @@ EVENTS = Table(
 register_schema(CALLS, TURNS, EVENTS)
 
 FINAL_STATUSES = {"completed", "busy", "no-answer", "failed", "canceled"}
+MAX_REPEAT_EVENTS = 10  # events kept for a webhook repeated for one call
 
 _DIGITS = re.compile(r"\d")
 
@@ -112,6 +113,70 @@ def upsert_call(db: sqlite_utils.Database, call_sid: str, **fields: Any) -> None
     else:
         fields.setdefault("started_at", fields["updated_at"])
         table.insert({"call_sid": call_sid, **fields})
+
+
+def ring_call(
+    db: sqlite_utils.Database,
+    call_sid: str,
+    *,
+    caller: str,
+    caller_hash: str,
+    called: str,
+    account_sid: str,
+) -> str:
+    """Record a call's (signed) voice webhook, once per CallSid.
+
+    Returns "new" for a first webhook, "ringing" for a repeat while the call still waits for
+    its stream, else the status the call has reached: a replayed webhook never resets a call.
+    """
+    rows = list(db.query("SELECT status, stream_sid FROM calls WHERE call_sid = ?", [call_sid]))
+    if not rows:
+        upsert_call(
+            db,
+            call_sid,
+            account_sid=account_sid,
+            caller=caller,
+            caller_hash=caller_hash,
+            called=called,
+            status="ringing",
+            started_at=now_iso(),
+        )
+        add_event(db, call_sid, "voice_webhook")
+        return "new"
+    status = rows[0]["status"] or ""
+    waiting = status not in FINAL_STATUSES and not rows[0]["stream_sid"]
+    state = "ringing" if waiting else status or "unknown"
+    # A signed request can be replayed byte for byte (Twilio signs no timestamp): note the
+    # first repeats, not every one, so replays cannot grow the database.
+    if (
+        db.table("events").count_where(
+            "call_sid = ? AND kind = 'voice_webhook_repeated'", [call_sid]
+        )
+        < MAX_REPEAT_EVENTS
+    ):
+        add_event(db, call_sid, "voice_webhook_repeated", status=status)
+    return state
+
+
+def claim_stream(
+    db: sqlite_utils.Database, call_sid: str, stream_sid: str
+) -> dict[str, Any] | None:
+    """Bind a stream to its call, once: the call's record if this stream won it.
+
+    The call must not have ended and must have no stream yet ("ringing" for us; Twilio's own
+    `answered` status callback may already have called it in-progress)."""
+    now = now_iso()
+    final = sorted(FINAL_STATUSES)
+    marks = ",".join("?" * len(final))
+    cur = db.execute(
+        "UPDATE calls SET stream_sid = ?, status = 'in-progress', answered_at = ?, updated_at = ?"
+        f" WHERE call_sid = ? AND COALESCE(status, '') NOT IN ({marks})"
+        " AND COALESCE(stream_sid, '') = ''",
+        [stream_sid, now, now, call_sid, *final],
+    )
+    if cur.rowcount != 1:
+        return None
+    return next(iter(db.query("SELECT * FROM calls WHERE call_sid = ?", [call_sid])))
 
 
 def add_event(

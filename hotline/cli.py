@@ -76,6 +76,8 @@ def serve(host: str | None, port: int | None) -> None:
         log_config=None,
         timeout_graceful_shutdown=30,
         ws_ping_interval=20,
+        # Twilio's messages are < 1 KB: a bigger one is refused as it arrives, not buffered.
+        ws_max_size=settings.stream_max_message_bytes,
         proxy_headers=True,
     )
     DrainingServer(config, app.state.services).run()

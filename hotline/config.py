@@ -85,6 +85,23 @@ class Settings(BaseSettings):
     # Reports of one category in one commune/ward within this many hours are one incident.
     incident_window_h: float = 24.0
 
+    # --- media streams: binding and limits (see README "Stream security and isolation") ---
+    # How long the per-call stream credential in the TwiML stays valid (Twilio opens the stream
+    # within a second or two of our answer).
+    stream_token_ttl_s: float = Field(60.0, ge=5.0, le=600.0)
+    # A stream that sends nothing at all (not even silence) for this long has lost its line.
+    stream_idle_s: float = Field(15.0, ge=2.0, le=300.0)
+    # The longest call; past it the caller is hung up on (hangup_reason max_duration).
+    max_call_s: float = Field(1800.0, ge=5.0, le=4 * 3600.0)
+    # Per stream: largest WebSocket message, largest decoded media payload (Twilio sends 160
+    # bytes), largest timestamp jump one message may fill with silence, messages per second
+    # (a --fast replay sends about 1000), protocol errors before the stream is closed.
+    stream_max_message_bytes: int = Field(8192, ge=1024, le=1024 * 1024)
+    stream_max_payload_bytes: int = Field(320, ge=160, le=8000)
+    stream_max_gap_ms: int = Field(2000, ge=20, le=60000)
+    stream_max_messages_per_s: int = Field(2000, ge=60, le=100000)
+    stream_max_errors: int = Field(50, ge=1, le=100000)
+
     # --- console ---
     secret_key: str = ""
     # Only for a console served over plain http on a developer's machine.
@@ -141,6 +158,11 @@ class Settings(BaseSettings):
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return f"{scheme}://{parts.netloc}/twilio/media"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Console cookies carry `Secure` when the public URL is https (or when forced)."""
+        return self.cookie_secure or self.base_url.startswith("https://")
 
     @property
     def db_path(self) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable, Hashable
 
 from hotline.calls import mask_number
 
@@ -38,3 +40,39 @@ def setup_logging(level: str = "INFO") -> None:
     # Their request lines carry tokens in query strings (Rasa's ?token=) and caller numbers.
     for noisy in ("twilio.http_client", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one report per `interval` seconds per key; the ones in between are counted.
+
+    `hit(key)` returns how many occurrences the report should stand for (this one and those
+    held back since the last report), or None when this one is held back. `pending()` gives
+    the held-back counts, for a last report when the call ends. A hostile stream can then cost
+    one log line and one event row per second, whatever it sends.
+    """
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    MAX_KEYS = 4096  # past this, keys idle for a whole interval are forgotten
+
+    def hit(self, key: Hashable) -> int | None:
+        now = self.clock()
+        if len(self._last) > self.MAX_KEYS:
+            # Many keys (a stream of made-up call ids): memory stays bounded.
+            for k in [k for k, t in self._last.items() if now - t >= self.interval]:
+                self._last.pop(k, None)
+                self._held.pop(k, None)
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0) + 1
+
+    def pending(self) -> dict[Hashable, int]:
+        held, self._held = self._held, {}
+        return {k: v for k, v in held.items() if v}

@@ -8,7 +8,8 @@ before it has played, and `clear` drops the buffer and echoes its pending marks.
 the status callback and fetches the call's outcome.
 
 A recorded call is a WAV file plus an optional sidecar (`NAME.yml` next to it) that lists the
-caller's turns (spans of the WAV, keypad digits, silences, hang-up) and the expected outcome.
+caller's turns (spans of the WAV, keypad digits, silences, a dead line (`mute`: nothing sent),
+hang-up) and the expected outcome.
 With a sidecar, each turn is played after the bot has finished speaking, as a caller would;
 without one, the WAV is streamed as it is. `--fast` sends audio as fast as the server takes it.
 """
@@ -97,6 +98,23 @@ class ReplayResult:
             if name.endswith(f"-{prompt}"):
                 return round(((self.first_audio_frame or 1) - 1 + audio_frames) * 0.02, 2)
         return None
+
+    # (monotonic time, event) of what the server sent: media, mark, clear
+    outbound: list[tuple[float, str]] = field(default_factory=list)
+
+    def max_audio_gap_ms(self) -> float:
+        """The longest wait between two media messages of one prompt (no mark or clear
+        between them): how long the caller would have heard the bot stall mid-sentence."""
+        gap = 0.0
+        last: float | None = None
+        for at, event in self.outbound:
+            if event != "media":
+                last = None
+                continue
+            if last is not None:
+                gap = max(gap, (at - last) * 1000)
+            last = at
+        return gap
 
     def summary(self) -> dict[str, Any]:
         call = self.call or {}
@@ -240,8 +258,11 @@ class TwilioStandIn:
         dtmf: list[tuple[float, str]] | None = None,
         caller: str | None = None,
         before: Any = None,
+        extra_params: dict[str, str] | None = None,
     ) -> ReplayResult:
-        """`before(call_sid)` runs before Twilio would ring the hotline (to mark a test call)."""
+        """Place one call. `before(call_sid)` runs before Twilio would ring the hotline (to mark
+        a test call). `extra_params` are added to (or replace) the TwiML's <Parameter>s in the
+        stream's start message, as a tampering client would."""
         call_sid = "CA" + secrets.token_hex(16)
         caller = caller or recording.caller
         if before is not None:
@@ -251,6 +272,7 @@ class TwilioStandIn:
             if r.status_code != 200:
                 raise RuntimeError(f"voice webhook answered {r.status_code}: {r.text[:200]}")
             stream_url, params = parse_connect_stream(r.text)
+            params = {**params, **(extra_params or {})}
             result = ReplayResult(call_sid, "MZ" + secrets.token_hex(16), r.text)
             started = time.monotonic()
             await self._stream(recording, stream_url, params, result, dtmf or [])
@@ -354,6 +376,7 @@ class _Sender:
             async for raw in self.ws:
                 msg = json.loads(raw)
                 event = msg.get("event")
+                self.result.outbound.append((time.monotonic(), str(event)))
                 if event == "media":
                     self.result.media_received += 1
                     self.line.push_audio(base64.b64decode(msg["media"]["payload"]))
@@ -531,6 +554,10 @@ class _Sender:
                 if turn.get("wait"):
                     self.marks_at_turn_end = marks
                     await self.wait_for_bot()  # for what the silence made the bot say
+                continue
+            elif "mute" in turn:
+                # A dead line: nothing at all is sent (not even silence) for this long.
+                await asyncio.sleep(float(turn["mute"]))
                 continue
             if turn.get("hangup"):
                 await self.stop()

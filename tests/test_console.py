@@ -331,7 +331,7 @@ def test_lockout_after_repeated_failures(console: dict[str, Any]) -> None:
     assert form_login(server, "olga", PASSWORD) == 303  # only that name is locked
     db = server.db()
     db.execute(
-        "UPDATE console_login_failures SET locked_until = '2000-01-01T00:00:00.000Z'"
+        "UPDATE console_login_throttle SET locked_until = '2000-01-01T00:00:00.000Z'"
         " WHERE username = 'lena'"
     )
     db.conn.commit()
@@ -369,7 +369,7 @@ def test_media_stream_admits_only_signed_in_pages(console: dict[str, Any]) -> No
     existing = next(iter(db.query("SELECT call_sid FROM calls LIMIT 1")))["call_sid"]
     db.conn.close()
 
-    async def start(call_sid: str) -> str:
+    async def start(call_sid: str, params: dict[str, str] | None = None) -> str:
         headers = {"Cookie": cookie_header, "Origin": server.url}
         async with websockets.connect(ws_url, additional_headers=headers) as ws:
             await ws.send(
@@ -385,7 +385,8 @@ def test_media_stream_admits_only_signed_in_pages(console: dict[str, Any]) -> No
                             "callSid": call_sid,
                             "streamSid": "MZ" + "9" * 32,
                             "accountSid": "AC1",
-                            "customParameters": {"callSid": call_sid, "caller": "+84905123456"},
+                            "customParameters": params
+                            or {"callSid": call_sid, "caller": "+84905123456"},
                             "mediaFormat": {
                                 "encoding": "audio/x-mulaw",
                                 "sampleRate": 8000,
@@ -405,9 +406,15 @@ def test_media_stream_admits_only_signed_in_pages(console: dict[str, Any]) -> No
 
     assert asyncio.run(start(existing)) == "closed 1008"
     fresh = "CA" + "7" * 32
-    assert asyncio.run(start(fresh)) == "media"
+    assert asyncio.run(start(fresh)) == "closed 1008"  # a call the server did not place
+    # The page asks the server to place the call; its stream then carries the credential.
+    assert c.post("/console/api/test-call").status_code == 403  # CSRF
+    placed = c.post("/console/api/test-call", data={"csrf": csrf_of(c, "/console/try")}).json()
+    assert asyncio.run(start(placed["callSid"], placed["parameters"])) == "media"
+    assert asyncio.run(start(placed["callSid"], placed["parameters"])) == "closed 1008"  # once
     db = server.db()
-    caller = next(iter(db.query("SELECT caller FROM calls WHERE call_sid = ?", [fresh])))["caller"]
+    rows = db.query("SELECT caller FROM calls WHERE call_sid = ?", [placed["callSid"]])
+    caller = next(iter(rows))["caller"]
     db.conn.close()
     assert caller == "console:olga"
 

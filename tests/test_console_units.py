@@ -81,14 +81,14 @@ def test_lockout_after_five_failures_even_with_the_right_password(db: Any) -> No
     until = locked.locked_until
     assert until is not None
     assert timedelta(minutes=14) < until - datetime.now(UTC) <= timedelta(minutes=15)
-    assert accounts.authenticate(db, "minh", "đúng-mật-khẩu").ok  # per username
+    assert accounts.authenticate(db, "minh", "đúng-mật-khẩu").ok  # per username (and address)
     # Unknown names are locked the same way: a lockout does not reveal which names exist.
     for _ in range(5):
         accounts.authenticate(db, "khong-co", "x")
     assert accounts.locked_until(db, "khong-co") is not None
     # Fifteen minutes later the right password works and the counter starts again.
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-    db.execute("UPDATE console_login_failures SET locked_until = ? WHERE username = 'lan'", [past])
+    db.execute("UPDATE console_login_throttle SET locked_until = ? WHERE username = 'lan'", [past])
     assert accounts.authenticate(db, "lan", "đúng-mật-khẩu").ok
     actions = [r["action"] for r in db.query("SELECT action FROM audit_log WHERE target = 'lan'")]
     assert actions.count("login_failed") == 5 and "login_lockout" in actions

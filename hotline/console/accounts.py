@@ -20,10 +20,29 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from hotline.console.store import AGENCY, ROLES, audit
-from hotline.store import now_iso
+from hotline.store import Table, _ensure_table, now_iso, register_schema
 
 MAX_FAILURES = 5
-LOCKOUT = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)  # the first lockout; each next one from that place doubles
+MAX_LOCKOUT = timedelta(hours=24)
+
+# Lockout is kept per username AND client address: failing logins from one place locks that
+# name from that place only, so nobody can keep an admin out by failing from elsewhere. The
+# backoff (each lockout twice as long as the last, until a success from that place) makes
+# guessing from one address slower and slower.
+LOGIN_THROTTLE = Table(
+    "console_login_throttle",
+    {
+        "username": str,
+        "client": str,  # the client address ("" when unknown)
+        "failures": int,  # consecutive failures since the last success or lockout
+        "lockouts": int,  # lockouts in a row (the backoff exponent)
+        "last_failed_at": str,
+        "locked_until": str,
+    },
+    pk=("username", "client"),
+)
+register_schema(LOGIN_THROTTLE)
 SESSION_TTL = timedelta(hours=12)  # signed in for one working shift at most
 SESSION_IDLE = timedelta(hours=2)  # an unattended screen signs itself out
 TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often
@@ -181,7 +200,8 @@ def set_password(
         )
         # Whoever was signed in with the old password is signed out.
         db.execute("DELETE FROM console_sessions WHERE username = ?", [row["username"]])
-        db.execute("DELETE FROM console_login_failures WHERE username = ?", [row["username"]])
+        _ensure_throttle(db)
+        db.execute("DELETE FROM console_login_throttle WHERE username = ?", [row["username"]])
         audit(db, actor, "operator_password", row["username"], None, ip)
 
 
@@ -249,14 +269,27 @@ class LoginResult:
     message: str = ""
 
 
+def _ensure_throttle(db: sqlite_utils.Database) -> None:
+    # A database opened before this table existed (the schema is migrated at open; this
+    # module may be imported after that).
+    if not db.table(LOGIN_THROTTLE.name).exists():
+        _ensure_table(db, LOGIN_THROTTLE)
+
+
 def locked_until(
-    db: sqlite_utils.Database, username: str, now: datetime | None = None
+    db: sqlite_utils.Database,
+    username: str,
+    now: datetime | None = None,
+    *,
+    client: str | None = None,
 ) -> datetime | None:
+    """Until when this name is locked for logins from this client address, if it is."""
+    _ensure_throttle(db)
     now = now or datetime.now(UTC)
     rows = list(
         db.query(
-            "SELECT locked_until FROM console_login_failures WHERE username = ?",
-            [clean_username(username)],
+            "SELECT locked_until FROM console_login_throttle WHERE username = ? AND client = ?",
+            [clean_username(username), client or ""],
         )
     )
     until = _utc(rows[0]["locked_until"]) if rows else None
@@ -266,14 +299,17 @@ def locked_until(
 def authenticate(
     db: sqlite_utils.Database, username: str, password: str, *, ip: str | None = None
 ) -> LoginResult:
-    """Check a login; counts failures and locks the name for LOCKOUT after MAX_FAILURES.
+    """Check a login; counts failures per (name, client address) and locks that pair after
+    MAX_FAILURES, for LOCKOUT doubled on each lockout in a row (at most MAX_LOCKOUT).
 
-    While locked, even the right password is refused (an attacker guessing learns nothing)."""
+    While locked, even the right password is refused from that address (an attacker guessing
+    learns nothing); the same name from another address is not affected."""
     name = clean_username(username)[:64]
+    client = (ip or "")[:64]
     # Hashed as NFC at creation: a keyboard that sends decomposed Vietnamese still matches.
     password = unicodedata.normalize("NFC", password or "")
     now = datetime.now(UTC)
-    until = locked_until(db, name, now)
+    until = locked_until(db, name, now, client=client)
     if until is not None:
         audit(db, name or "?", "login_locked", name, None, ip)
         return LoginResult(False, locked_until=until, message="locked")
@@ -283,29 +319,40 @@ def authenticate(
         ok = _hasher.verify(row["password_hash"] if row else _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
+    key = [name, client]
     if ok and row is not None and not row["disabled"]:
         if _hasher.check_needs_rehash(row["password_hash"]):
             db.execute(
                 "UPDATE operators SET password_hash = ? WHERE username = ?",
                 [_hasher.hash(password), name],
             )
-        db.execute("DELETE FROM console_login_failures WHERE username = ?", [name])
+        db.execute("DELETE FROM console_login_throttle WHERE username = ? AND client = ?", key)
         db.execute("UPDATE operators SET last_login_at = ? WHERE username = ?", [now_iso(), name])
         return LoginResult(True, operator=row)
-    prev = list(db.query("SELECT failures FROM console_login_failures WHERE username = ?", [name]))
+    prev = list(
+        db.query(
+            "SELECT failures, lockouts FROM console_login_throttle "
+            "WHERE username = ? AND client = ?",
+            key,
+        )
+    )
     failures = (prev[0]["failures"] or 0) + 1 if prev else 1
+    lockouts = (prev[0]["lockouts"] or 0) if prev else 0
     locked = None
     if failures >= MAX_FAILURES:
-        locked = now + LOCKOUT
+        locked = now + min(LOCKOUT * (2 ** min(lockouts, 16)), MAX_LOCKOUT)
         failures = 0
-    db.table("console_login_failures").upsert(
+        lockouts += 1
+    db.table(LOGIN_THROTTLE.name).upsert(
         {
             "username": name,
+            "client": client,
             "failures": failures,
+            "lockouts": lockouts,
             "last_failed_at": _iso(now),
             "locked_until": _iso(locked) if locked else None,
         },
-        pk="username",
+        pk=("username", "client"),
     )
     reason = "disabled" if ok and row is not None else "bad_credentials"
     audit(db, name or "?", "login_failed", name, {"reason": reason}, ip)

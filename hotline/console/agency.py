@@ -87,7 +87,12 @@ class AgencyPages:
             notice=OK.get(request.query_params.get("ok", ""), ""),
         )
 
-    async def ticket_page(
+    async def ticket_page(self, request: Request, code: str) -> Response:
+        # Only a route's own path arguments: the view's extras would become query parameters
+        # (attacker-chosen text on the page).
+        return await self._ticket_page_view(request, code)
+
+    async def _ticket_page_view(
         self, request: Request, code: str, *, error: str = "", status: int = 200
     ) -> Response:
         op = await self._agent(request)
@@ -147,13 +152,13 @@ class AgencyPages:
         if action not in handlers:
             raise NotFound("Không có thao tác này")
         if action in needs_note and not note:
-            return await self.ticket_page(request, code, error=needs_note[action], status=400)
+            return await self._ticket_page_view(request, code, error=needs_note[action], status=400)
         if action == "resolve" and t["status"] not in OPEN:
-            return await self.ticket_page(request, code, error="Phiếu đã đóng", status=400)
+            return await self._ticket_page_view(request, code, error="Phiếu đã đóng", status=400)
         try:
             await self.c.db(handlers[action])
         except tickets.TicketError as exc:
-            return await self.ticket_page(request, code, error=exc.message_vi, status=400)
+            return await self._ticket_page_view(request, code, error=exc.message_vi, status=400)
         ip = self.c.ip(request)
         await self.c.db(lambda db: audit(db, who, f"agency_{action}", t["code"], None, ip))
         done = {

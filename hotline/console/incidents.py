@@ -51,7 +51,12 @@ class IncidentPages:
             raise NotFound("Không có sự việc này")
         return incident
 
-    async def incident_page(
+    async def incident_page(self, request: Request, iid: str) -> Response:
+        # Only a route's own path arguments: the view's extras would become query parameters
+        # (attacker-chosen text on the page).
+        return await self._incident_page_view(request, iid)
+
+    async def _incident_page_view(
         self, request: Request, iid: str, *, error: str = "", status: int = 200
     ) -> Response:
         await self.c.user(request)
@@ -75,26 +80,26 @@ class IncidentPages:
         if action == "merge":
             other = (form.get("other") or "").strip()
             if not other.isdigit() or int(other) == incident["id"]:
-                return await self.incident_page(
+                return await self._incident_page_view(
                     request, iid, error="Chọn sự việc để gộp", status=400
                 )
             try:
                 await self.c.db(lambda db: incidents.merge(db, incident["id"], int(other)))
             except KeyError:
-                return await self.incident_page(
+                return await self._incident_page_view(
                     request, iid, error="Không có sự việc đó", status=400
                 )
         elif action == "split":
             code = (form.get("code") or "").strip()
             if code not in {t["code"] for t in incident["tickets"]}:
-                return await self.incident_page(
+                return await self._incident_page_view(
                     request, iid, error="Phiếu không thuộc sự việc này", status=400
                 )
             await self.c.db(lambda db: incidents.split(db, code))
         elif action == "resolve":
             note = (form.get("note") or "").strip()[:1000]
             if not note:
-                return await self.incident_page(
+                return await self._incident_page_view(
                     request,
                     iid,
                     error="Cần ghi kết quả: mọi người phản ánh sẽ nhận được",

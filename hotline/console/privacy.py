@@ -82,7 +82,12 @@ class PrivacyPages:
 
     # --- requests -----------------------------------------------------------------------------
 
-    async def requests_page(
+    async def requests_page(self, request: Request) -> Response:
+        # Only a route's own path arguments: the view's extras would become query parameters
+        # (attacker-chosen text on the page).
+        return await self._requests_page_view(request)
+
+    async def _requests_page_view(
         self, request: Request, *, error: str = "", status: int = 200, form: Any = None
     ) -> Response:
         await self.c.user(request, PERMISSIONS["privacy"])
@@ -105,7 +110,7 @@ class PrivacyPages:
         try:
             received = date.fromisoformat(form.get("received_on", ""))
         except ValueError:
-            return await self.requests_page(
+            return await self._requests_page_view(
                 request, error="Ngày nhận yêu cầu không hợp lệ", status=400, form=form
             )
         try:
@@ -125,7 +130,7 @@ class PrivacyPages:
                 )
             )
         except privacy.PrivacyError as exc:
-            return await self.requests_page(request, error=str(exc), status=400, form=form)
+            return await self._requests_page_view(request, error=str(exc), status=400, form=form)
         return RedirectResponse(f"/console/privacy/requests/{rid}?ok=created", status_code=303)
 
     async def request_page(self, request: Request, rid: str) -> Response:
@@ -176,7 +181,12 @@ class PrivacyPages:
             },
         )
 
-    async def erase_page(
+    async def erase_page(self, request: Request, rid: str) -> Response:
+        # Only a route's own path arguments: the view's extras would become query parameters
+        # (attacker-chosen text on the page).
+        return await self._erase_page_view(request, rid)
+
+    async def _erase_page_view(
         self, request: Request, rid: str, *, error: str = "", status: int = 200
     ) -> Response:
         await self.c.user(request, PERMISSIONS["privacy"])
@@ -210,7 +220,7 @@ class PrivacyPages:
         except privacy.PrivacyError:
             same = False
         if not same:
-            return await self.erase_page(
+            return await self._erase_page_view(
                 request,
                 rid,
                 error="Số nhập lại không khớp với số của yêu cầu: chưa xoá gì.",

@@ -311,6 +311,7 @@ class Console:
         add("/api/live/active", self.live_active, methods=["GET"])
         add("/api/me", self.me, methods=["GET"])
         add("/try", self.try_page, methods=["GET"])
+        add("/api/test-call", self.test_call, methods=["POST"])
         add("/operators", self.operators_page, methods=["GET"])
         add("/operators", self.operator_add, methods=["POST"])
         add("/operators/{username}", self.operator_change, methods=["POST"])
@@ -348,7 +349,7 @@ class Console:
             token,
             httponly=True,
             samesite="strict",
-            secure=self.settings.cookie_secure,
+            secure=self.settings.secure_cookies,
             path="/console/login",
             max_age=3600,
         )
@@ -410,7 +411,7 @@ class Console:
             token,
             httponly=True,
             samesite="lax",
-            secure=self.settings.cookie_secure,
+            secure=self.settings.secure_cookies,
             path="/",  # the Gọi thử page's WebSocket (/twilio/media) needs it too
             max_age=int(accounts.SESSION_TTL.total_seconds()),
         )
@@ -733,7 +734,10 @@ class Console:
         extra["status_templates"] = {k: v for k, v in templates.items() if k in allowed}
         return extra
 
-    async def ticket_page(
+    async def ticket_page(self, request: Request, code: str) -> Response:
+        return await self._ticket_view(request, code)
+
+    async def _ticket_view(
         self,
         request: Request,
         code: str,
@@ -742,6 +746,8 @@ class Console:
         errors: dict[str, str] | None = None,
         values: dict[str, dict[str, str]] | None = None,
     ) -> Response:
+        # Not a route: only a handler's own arguments may become query parameters (an `error`
+        # one would put attacker-chosen text on the page).
         await self.user(request)
         cleaned = clean_code(code)
         if not is_valid(cleaned):
@@ -763,7 +769,10 @@ class Console:
             **ctx,
         )
 
-    async def draft_page(
+    async def draft_page(self, request: Request, ticket_id: str) -> Response:
+        return await self.draft_view(request, ticket_id)
+
+    async def draft_view(
         self,
         request: Request,
         ticket_id: str,
@@ -822,7 +831,7 @@ class Console:
             if action == "status" and exc.kind == "bad_input":
                 field = "note"
             # The form comes back as typed, the message beside the field it is about.
-            return await self.ticket_page(
+            return await self._ticket_view(
                 request, cleaned, errors={field: message}, values={action: form}
             )
         ok = {"status": "status", "comment": "comment", "assign": "assigned"}[action]
@@ -1067,6 +1076,37 @@ class Console:
         op = await self.user(request)
         return self.render(request, "try.html", caller=f"console:{op.username}")
 
+    async def test_call(self, request: Request) -> Response:
+        """Place a "Gọi thử" call: what Twilio's signed voice webhook does for a phone call,
+        for the signed-in operator. The browser gets the call's id and its single-use stream
+        credential, and the call is on record (ringing, caller console:<name>) before the
+        stream opens; the stream is then bound to it exactly as a phone call's is."""
+        from hotline.calls import caller_hash, ring_call
+        from hotline.telephony.credentials import PARAMETER, StreamCredentials
+
+        op = await self.user(request, api=True)
+        await self.form(request, op)
+        if self.sv.media is None or not self.sv.media.accepting:
+            return JSONResponse({"error": "Tổng đài chưa sẵn sàng"}, status_code=503)
+        call_sid = "CA" + secrets.token_hex(16)
+        caller = f"console:{op.username}"
+        secret = self.settings.session_secret
+        await self.db(
+            lambda db: ring_call(
+                db,
+                call_sid,
+                caller=caller,
+                caller_hash=caller_hash(caller, secret),
+                called="console",
+                account_sid="",
+            )
+        )
+        token = StreamCredentials.from_settings(self.settings).issue(call_sid)
+        return JSONResponse(
+            {"callSid": call_sid, "parameters": {"callSid": call_sid, PARAMETER: token}},
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def stream_auth(self, ws: WebSocket) -> str | None:
         """Admits the Gọi thử page's WebSocket on /twilio/media: a live console session, from
         a page served by this server (the Origin check stops other sites using the cookie)."""
@@ -1088,8 +1128,11 @@ class Console:
 
     # --- operators (admin) --------------------------------------------------------------------
 
-    async def operators_page(
-        self, request: Request, *, error: str = "", status_code: int = 200
+    async def operators_page(self, request: Request) -> Response:
+        return await self._operators_view(request)
+
+    async def _operators_view(
+        self, request: Request, error: str = "", status_code: int = 200
     ) -> Response:
         await self.user(request, "admin")
         rows = await self.db(accounts.list_operators)
@@ -1102,9 +1145,7 @@ class Console:
         form = await self.form(request, op)
         ip = self.ip(request)
         if form.get("password", "") != form.get("password2", ""):
-            return await self.operators_page(
-                request, error="Hai lần nhập mật khẩu không khớp", status_code=400
-            )
+            return await self._operators_view(request, "Hai lần nhập mật khẩu không khớp", 400)
         try:
             await self.db(
                 lambda db: accounts.add_operator(
@@ -1118,7 +1159,7 @@ class Console:
                 )
             )
         except AccountError as exc:
-            return await self.operators_page(request, error=str(exc), status_code=400)
+            return await self._operators_view(request, str(exc), 400)
         return RedirectResponse("/console/operators?ok=operator_added", status_code=303)
 
     async def operator_change(self, request: Request, username: str) -> Response:
@@ -1143,7 +1184,7 @@ class Console:
         try:
             await self.db(write)
         except AccountError as exc:
-            return await self.operators_page(request, error=str(exc), status_code=400)
+            return await self._operators_view(request, str(exc), 400)
         return RedirectResponse("/console/operators?ok=operator_changed", status_code=303)
 
     AUDIT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -1296,8 +1337,14 @@ def install(app: FastAPI, services: Any) -> Console:
     from hotline.console.incidents import IncidentPages
 
     app.include_router(IncidentPages(console).router())
-
     app.include_router(AgencyPages(console).router())
+
+    async def openapi_json() -> JSONResponse:
+        # The schema names routes and parameters only (all in the open source anyway), so it
+        # is public: clients and fuzzers (tests/test_schemathesis.py) read it from the server.
+        return JSONResponse(app.openapi())
+
+    app.add_api_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
     app.add_middleware(SecurityHeaders)
 

@@ -119,7 +119,12 @@ class Work:
 
     # --- response templates (supervisors) -------------------------------------------------
 
-    async def templates_page(
+    async def templates_page(self, request: Request) -> Response:
+        # Only a route's own path arguments: the view's extras would become query parameters
+        # (attacker-chosen text on the page).
+        return await self._templates_page_view(request)
+
+    async def _templates_page_view(
         self, request: Request, *, errors: dict[str, str] | None = None, values: Any = None
     ) -> Response:
         await self.c.user(request, "supervisor")
@@ -143,7 +148,7 @@ class Work:
             if len(text) > store.MAX_TEMPLATE
         }
         if errors:
-            return await self.templates_page(request, errors=errors, values=values)
+            return await self._templates_page_view(request, errors=errors, values=values)
 
         def write(db: Any) -> None:
             for status, text in values.items():
@@ -224,7 +229,7 @@ class Work:
 
             raise NotFound(exc.message_vi)
         if isinstance(ref, int):
-            return await self.c.draft_page(request, str(ref), errors={field: exc.message_vi})
+            return await self.c.draft_view(request, str(ref), errors={field: exc.message_vi})
         return await self.c.ticket_page(request, ref, errors={field: exc.message_vi})
 
     async def ticket_category(self, request: Request, code: str) -> Response:
@@ -296,7 +301,7 @@ class Work:
         except TicketError as exc:
             return await self._back_with_error(request, tid, exc, field="callback")
         # The number is shown on this response only (never in a URL or a cached page).
-        return await self.c.draft_page(request, str(tid), revealed=t.get("caller") or "")
+        return await self.c.draft_view(request, str(tid), revealed=t.get("caller") or "")
 
     async def draft_close(self, request: Request, ticket_id: str) -> Response:
         tid = self._draft_id(ticket_id)

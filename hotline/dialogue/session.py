@@ -334,16 +334,26 @@ class CallSession:
         await self.queue.put(("utterance", pending))
 
     def _tick_idle(self) -> None:
-        """No-input timeout, counted in caller audio once the prompts have played."""
-        if self.listen is None or self.capturing or self.call.player.busy or self.ended:
+        """No-input timeout, counted in caller audio once the prompts have played, and on wall
+        time too: a stream that sends nothing (the stream's watchdog then ticks this), or
+        never echoes the marks that say a prompt has played, must not hold the call forever."""
+        player = self.call.player
+        playing = player.busy and not getattr(player, "overdue", False)
+        if self.listen is None or self.capturing or playing or self.ended:
+            self.idle_since = None
             return
+        now = time.monotonic()
+        if self.idle_frames == 0 or getattr(self, "idle_since", None) is None:
+            self.idle_since = now  # the clock was (re)started: by a mark, a key, speech
         self.idle_frames += 1
         if self.listen.mode == "message" and self.message_parts:
             if self.detector.now_ms - self.message_last_ms >= MESSAGE_END_SILENCE_MS:
                 asyncio.get_running_loop().create_task(self._finish_message())
             return
-        if self.idle_frames * 20 >= self.settings.no_input_s * 1000:
+        waited_s = max(self.idle_frames * 0.02, now - self.idle_since)
+        if waited_s >= self.settings.no_input_s:
             self.idle_frames = 0
+            self.idle_since = None
             self.listen = None
             self.queue.put_nowait(("event", fe.Silence()))
 

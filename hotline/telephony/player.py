@@ -22,6 +22,9 @@ from hotline.audio import FRAME_BYTES_ULAW, frames, ulaw_to_pcm16
 log = logging.getLogger(__name__)
 
 LEAD_FRAMES = 10  # 200 ms ahead of what the caller is hearing
+# A mark still not echoed this long after its audio should have played has been lost (or the
+# client never echoes): the no-input clock stops waiting for it.
+MARK_GRACE_FRAMES = 100
 
 
 @dataclass
@@ -94,6 +97,16 @@ class Player:
         """Audio queued here or still playing at Twilio (marks not yet echoed)."""
         return bool(self._queue) or bool(self.outstanding_marks)
 
+    @property
+    def overdue(self) -> bool:
+        """Marks are outstanding although all audio sent should have played MARK_GRACE_FRAMES
+        ago: a stream that never echoes marks must not keep the call waiting forever."""
+        return (
+            bool(self.outstanding_marks)
+            and not self._queue
+            and self.tick() - self._buffer_end >= MARK_GRACE_FRAMES
+        )
+
     def mark_echoed(self, name: str) -> None:
         with contextlib.suppress(ValueError):
             self.outstanding_marks.remove(name)
@@ -117,7 +130,8 @@ class Player:
     async def drain(self, timeout: float) -> bool:
         """Wait until everything sent has been played (all marks echoed)."""
         deadline = time.monotonic() + timeout
-        while self.busy and time.monotonic() < deadline:
+        # A client that never echoes marks: stop waiting once the audio must have played.
+        while self.busy and not self.overdue and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return not self.busy
 

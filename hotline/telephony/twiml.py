@@ -27,6 +27,30 @@ def dial(number: str, *, timeout: int = 30, caller_id: str | None = None) -> str
     return str(response)
 
 
+# Twilio's own Vietnamese voice: the caller hears this when our side cannot take the call at all.
+SAY_VOICE = "Google.vi-VN-Standard-A"
+SAY_LANGUAGE = "vi-VN"
+
+
+def apology(text: str, transfer_to: str | None = None) -> str:
+    """Tell the caller we cannot take the call now, then hand them to a person or hang up."""
+    response = VoiceResponse()
+    response.say(text, voice=SAY_VOICE, language=SAY_LANGUAGE)
+    if transfer_to:
+        d = Dial(timeout=30)
+        d.number(transfer_to)
+        response.append(d)
+    else:
+        response.hangup()
+    return str(response)
+
+
+def hangup() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
 def reject_busy() -> str:
     response = VoiceResponse()
     response.reject(reason="busy")

@@ -5,13 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from hotline.calls import FINAL_STATUSES, add_event, caller_hash, mask_number, upsert_call
+from hotline.calls import (
+    FINAL_STATUSES,
+    add_event,
+    caller_hash,
+    mask_number,
+    ring_call,
+    upsert_call,
+)
 from hotline.store import now_iso
 from hotline.telephony import twiml
+from hotline.telephony.credentials import PARAMETER, StreamCredentials
 from hotline.telephony.signature import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
@@ -20,6 +29,35 @@ router = APIRouter(prefix="/twilio")
 
 XML = "application/xml"
 MAX_FORM_BYTES = 64 * 1024
+# A full or failing disk (SQLite reports it as sqlite3.OperationalError) must not become a 500.
+STORAGE_ERRORS = (OSError, sqlite3.Error)
+STORAGE_APOLOGY = (
+    "Xin lỗi quý vị, tổng đài đang gặp sự cố kỹ thuật nên chưa ghi nhận được cuộc gọi. "
+    "Quý vị vui lòng gọi lại sau ít phút."
+)
+STORAGE_APOLOGY_TRANSFER = (
+    "Xin lỗi quý vị, tổng đài tự động đang gặp sự cố kỹ thuật. "
+    "Xin quý vị giữ máy, cuộc gọi được chuyển tới điện thoại viên."
+)
+
+
+def _storage_apology(services: Any) -> str:
+    """What a caller hears when we cannot record the call: a person if one is on duty (as a
+    switchboard whose automation fails hands callers to its staff), else an apology."""
+    from hotline.dialogue.session import operators_on_duty
+
+    s = services.settings
+    if s.operator_number and operators_on_duty(s.operator_hours, s.timezone):
+        return twiml.apology(STORAGE_APOLOGY_TRANSFER, s.operator_number)
+    return twiml.apology(STORAGE_APOLOGY)
+
+
+def connect_twiml(services: Any, call_sid: str) -> str:
+    """<Connect><Stream> with this call's single-use stream credential."""
+    token = StreamCredentials.from_settings(services.settings).issue(call_sid)
+    return twiml.connect_stream(
+        services.settings.media_stream_url, {"callSid": call_sid, PARAMETER: token}
+    )
 
 
 async def _verified_form(request: Request) -> dict[str, str] | None:
@@ -44,13 +82,44 @@ async def _verified_form(request: Request) -> dict[str, str] | None:
     return params
 
 
+def _form_schema(*required: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI for a Twilio form post (the handlers read the raw form to check its signature)."""
+    fields = {name: {"type": "string"} for name in (*required, *optional)}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": fields,
+                        "required": list(required),
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        },
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ],
+    }
+
+
+VOICE_FORM = ("CallSid", "AccountSid", "From", "To", "CallStatus", "Direction")
+
+
 def _forbidden() -> Response:
     return Response(
         "Forbidden: invalid Twilio signature\n", status_code=403, media_type="text/plain"
     )
 
 
-@router.post("/voice")
+@router.post("/voice", openapi_extra=_form_schema("CallSid", optional=VOICE_FORM[1:]))
 async def voice(request: Request) -> Response:
     form = await _verified_form(request)
     if form is None:
@@ -64,29 +133,36 @@ async def voice(request: Request) -> Response:
         log.warning("call %s from %s rejected: service not ready", call_sid, mask_number(caller))
         return Response(twiml.reject_busy(), media_type=XML)
 
-    def write(db: Any) -> None:
-        upsert_call(
+    def write(db: Any) -> str:
+        return ring_call(
             db,
             call_sid,
             account_sid=form.get("AccountSid", ""),
             caller=caller,
             caller_hash=caller_hash(caller, services.settings.session_secret),
             called=form.get("To", ""),
-            status=form.get("CallStatus", "ringing"),
-            started_at=now_iso(),
         )
-        add_event(db, call_sid, "voice_webhook", call_status=form.get("CallStatus"))
 
-    await services.store.arun(write)
+    try:
+        state = await services.store.arun(write)
+    except STORAGE_ERRORS as exc:
+        log.error("call %s: cannot record the call (%s); apologising", call_sid, exc)
+        return Response(_storage_apology(services), media_type=XML)
+    if state not in ("new", "ringing"):
+        # Twilio asked again about a call already under way or over (a retry, or a replayed
+        # request): nothing is reset, and no second stream is offered.
+        log.warning("call %s: voice webhook repeated while %s; answering hang-up", call_sid, state)
+        return Response(twiml.hangup(), media_type=XML)
     log.info("call %s from %s: answering with a media stream", call_sid, mask_number(caller))
-    body = twiml.connect_stream(
-        services.settings.media_stream_url,
-        {"callSid": call_sid, "caller": caller, "called": form.get("To", "")},
-    )
-    return Response(body, media_type=XML)
+    return Response(connect_twiml(services, call_sid), media_type=XML)
 
 
-@router.post("/status")
+@router.post(
+    "/status",
+    openapi_extra=_form_schema(
+        "CallSid", "CallStatus", optional=(*VOICE_FORM[1:4], "CallDuration")
+    ),
+)
 async def status(request: Request) -> Response:
     form = await _verified_form(request)
     if form is None:
@@ -100,8 +176,13 @@ async def status(request: Request) -> Response:
         )
 
     def write(db: Any) -> None:
-        exists = db.table("calls").count_where("call_sid = ?", [call_sid])
+        rows = list(db.query("SELECT status FROM calls WHERE call_sid = ?", [call_sid]))
+        exists = bool(rows)
         fields: dict[str, Any] = {"status": call_status}
+        if exists and rows[0]["status"] in FINAL_STATUSES and call_status not in FINAL_STATUSES:
+            # A late or replayed callback never brings an ended call back to life.
+            add_event(db, call_sid, "status_callback_ignored", call_status=call_status)
+            return
         if call_status in FINAL_STATUSES:
             row = next(
                 iter(
@@ -124,11 +205,32 @@ async def status(request: Request) -> Response:
         upsert_call(db, call_sid, **fields)
         add_event(db, call_sid, "status_callback", call_status=call_status)
 
-    await services.store.arun(write)
+    try:
+        await services.store.arun(write)
+    except STORAGE_ERRORS as exc:
+        log.error("call %s: status %s not stored: %s", call_sid, call_status, exc)
+        return Response(
+            "Storage unavailable\n",
+            status_code=503,
+            media_type="text/plain",
+            headers={"Retry-After": "30"},
+        )
     return Response(status_code=204)
 
 
-@router.get("/calls/{call_sid}")
+@router.get(
+    "/calls/{call_sid}",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ]
+    },
+)
 async def call_outcome(call_sid: str, request: Request) -> Response:
     """A call's record, for the replay stand-in: signed like a webhook with the auth token, so
     only whoever holds Twilio's secret (the operators of this line) can read it."""
@@ -159,7 +261,10 @@ async def call_outcome(call_sid: str, request: Request) -> Response:
         ]
         return call
 
-    call = await services.store.arun(read)
+    try:
+        call = await services.store.arun(read)
+    except STORAGE_ERRORS:
+        return Response('{"error": "storage unavailable"}', 503, media_type="application/json")
     if call is None:
         return Response('{"error": "no such call"}', status_code=404, media_type="application/json")
     return Response(

@@ -1,9 +1,10 @@
 // "Gọi thử": a browser telephone that speaks Twilio's Media Streams protocol to /twilio/media,
 // so a test call runs through exactly the code a real call does.
 //
-// Out: connected, start (customParameters callSid and caller), media every 20 ms (160 bytes of
-// 8 kHz mu-law, base64; sequenceNumber, chunk and timestamp as strings, as Twilio sends them),
-// dtmf from the keypad, mark echoes, stop.
+// Out: connected, start (customParameters: the callSid and stream credential the server issued
+// when it placed the call), media every 20 ms (160 bytes of 8 kHz mu-law, base64;
+// sequenceNumber, chunk and timestamp as strings, as Twilio sends them), dtmf from the keypad,
+// mark echoes, stop.
 // In: media (played through WebAudio), mark (echoed once the audio queued before it has
 // played), clear (queued audio dropped, pending marks echoed at once).
 "use strict";
@@ -136,7 +137,8 @@
 
   class Call {
     constructor() {
-      this.callSid = "CA" + randomHex(16);
+      this.callSid = "";
+      this.parameters = {};
       this.streamSid = "MZ" + randomHex(16);
       this.accountSid = "AC" + "0".repeat(32);
       this.seq = 0;
@@ -147,6 +149,17 @@
       this.nextTime = 0;
       this.counts = { sent: 0, received: 0, marks: 0, clears: 0 };
       this.ended = false;
+    }
+
+    // The server places the call and issues its single-use stream credential, as Twilio's
+    // signed voice webhook does for a phone call; the stream's start carries it back.
+    async placeCall() {
+      const body = new URLSearchParams({ csrf: root.dataset.csrf });
+      const r = await fetch(root.dataset.callApi, { method: "POST", body, credentials: "same-origin" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const placed = await r.json();
+      this.callSid = placed.callSid;
+      this.parameters = placed.parameters;
       root.dataset.callSid = this.callSid;
     }
 
@@ -168,6 +181,7 @@
       this.ctx = new AudioContext();
       await this.ctx.resume();
       await this.openMic();
+      await this.placeCall();
       this.watchTranscript();
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       this.ws = new WebSocket(scheme + "//" + location.host + root.dataset.streamPath);
@@ -258,7 +272,7 @@
           callSid: this.callSid,
           tracks: ["inbound"],
           mediaFormat: { encoding: "audio/x-mulaw", sampleRate: 8000, channels: 1 },
-          customParameters: { callSid: this.callSid, caller: root.dataset.caller },
+          customParameters: this.parameters,
         },
         streamSid: this.streamSid,
       });
