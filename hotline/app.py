@@ -93,7 +93,9 @@ class Services:
             return self.nlu_server.state in ("starting", "stopped") or (
                 self.nlu_server.failures == 0 and self.nlu_server.restarts == 0
             )
-        return time.time() - self.started_at < self.settings.start_hold_s + 120
+        # An external NLU (HOTLINE_NLU_MANAGE=false) is someone else's to start: not answering
+        # once checked means down.
+        return self.checked_at is None
 
     def state(self) -> HealthState:
         if not self.ready():
