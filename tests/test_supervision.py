@@ -174,7 +174,7 @@ def managed(
 
 def test_a_stale_rasa_of_ours_is_ended_at_start(managed: Managed) -> None:
     assert _wait(lambda: not _alive(managed.orphan), 30), "the orphan still runs"
-    assert f"ending a stale rasa (pid {managed.orphan})" in managed.server.log()
+    assert f"ending a stale rasa (pid {managed.orphan}: " in managed.server.log()
     nlu = managed.details()["nlu"]
     assert nlu["stale_killed"] == [managed.orphan]
 

@@ -148,7 +148,7 @@ class RasaServer:
         ready_timeout_s: float = 180.0,
         max_backoff_s: float = 120.0,
         probe_interval_s: float = 2.0,
-        probe_timeout_s: float = 2.0,
+        probe_timeout_s: float = 3.0,
         probe_failures: int = 3,
         cwd: Path | None = None,
     ) -> None:
@@ -348,7 +348,12 @@ class RasaServer:
             )
             return False
         for pid in holders:
-            log.warning("ending a stale rasa (pid %s) left on port %s", pid, self.port)
+            log.warning(
+                "ending a stale rasa (pid %s: %s) left on port %s",
+                pid,
+                " ".join(cmdline(pid))[:160],
+                self.port,
+            )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGTERM)
