@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -64,14 +65,16 @@ def _rss_bytes(pid: int) -> int | None:
 
 
 PR_SET_DEATHSIG = 1
+# Looked up once in the parent: the child, between fork and exec, only makes the call (no
+# dlopen there, whose lock another thread may have held at fork time).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the parent goes, even by kill -9.
-
-    Runs between fork and exec (asyncio passes it to subprocess as preexec_fn)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGKILL when the parent goes, even by kill -9."""
+    _prctl(PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl: too late for the signal
+        os._exit(1)
 
 
 def _listen_inodes(port: int) -> set[int]:
@@ -306,7 +309,7 @@ class RasaServer:
                 # process group, so stop() reaches every child.
                 cwd=str(self.cwd or self.model_dir),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, async-signal-safe
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         finally:
             if out is not asyncio.subprocess.DEVNULL:
@@ -328,10 +331,13 @@ class RasaServer:
         ):
             return False
         try:
-            model = Path(args[args.index("-m") + 1]).resolve()
+            model = Path(args[args.index("-m") + 1])
             port = int(args[args.index("-p") + 1])
-        except (ValueError, IndexError):
+            if not model.is_absolute():  # relative to the process's own directory
+                model = Path(os.readlink(f"/proc/{pid}/cwd")) / model
+        except (ValueError, IndexError, OSError):
             return False
+        model = model.resolve()
         return model.parent == self.model_dir.resolve() and port == self.port
 
     async def _clear_port(self) -> bool:
