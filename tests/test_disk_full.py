@@ -142,7 +142,7 @@ def test_healthz_is_503_while_the_disk_is_full(small_disk_server: HotlineServer)
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the recorder may flush after the ticket is written: then it passes
     reason=(
         "known, outside readiness/recovery: with the disk full the recorder's write "
         "(hotline/recording.py CallRecorder.caller_frame -> audio.WavAppender.write) raises "
