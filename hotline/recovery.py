@@ -184,6 +184,9 @@ def recover_interrupted(db: sqlite_utils.Database, recordings_dir: Path) -> Reco
         for path in (caller, bot):
             if path.exists():
                 before = path.stat().st_size
+                if before < 44:
+                    # Killed before the buffered header reached the disk: nothing was recorded.
+                    write_wav(path, b"")
                 n = repair_wav_header(path)
                 if n is not None:
                     out.repaired.append(str(path))

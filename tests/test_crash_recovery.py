@@ -189,12 +189,19 @@ def test_recovery_closes_interrupted_calls_and_sweeps_ringing(tmp_path: Path) ->
     with caller.open("ab") as f:
         f.write(b"\x10\x00" * 8000 * 3)
     upsert_call(db, "CAdead", status="in-progress", recording_path=str(caller))
+    # Killed before the buffered header reached the disk: an empty file.
+    (rec_dir / "CAempty.caller.wav").write_bytes(b"")
+    upsert_call(db, "CAempty", status="in-progress")
     upsert_call(db, "CAlive", status="completed")
     upsert_call(db, "CAring", status="ringing")
     db.execute("UPDATE calls SET updated_at = '2000-01-01T00:00:00.000Z' WHERE call_sid='CAring'")
     upsert_call(db, "CAnew", status="ringing")
     out = recover_interrupted(db, rec_dir)
-    assert out.interrupted == ["CAdead"]
+    assert sorted(out.interrupted) == ["CAdead", "CAempty"]
+    empty = next(iter(db.query("SELECT * FROM calls WHERE call_sid = 'CAempty'")))
+    assert empty["duration_s"] == 0.0 and _wav_frames_header(rec_dir / "CAempty.caller.wav") == 0
+    with wave.open(empty["mixed_recording_path"]) as w:
+        assert (w.getnchannels(), w.getnframes()) == (2, 0)
     row = next(iter(db.query("SELECT * FROM calls WHERE call_sid = 'CAdead'")))
     assert row["status"] == "interrupted" and row["outcome"] == "interrupted"
     assert row["duration_s"] == 3.0 and row["hangup_reason"] == "server_crash"
@@ -204,6 +211,7 @@ def test_recovery_closes_interrupted_calls_and_sweeps_ringing(tmp_path: Path) ->
     statuses = dict(db.execute("SELECT call_sid, status FROM calls").fetchall())
     assert statuses == {
         "CAdead": "interrupted",
+        "CAempty": "interrupted",
         "CAlive": "completed",
         "CAring": "failed",
         "CAnew": "ringing",

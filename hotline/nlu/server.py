@@ -153,6 +153,7 @@ class RasaServer:
         probe_interval_s: float = 2.0,
         probe_timeout_s: float = 3.0,
         probe_failures: int = 3,
+        hung_kill_s: float = 30.0,
         cwd: Path | None = None,
     ) -> None:
         self.rasa_bin = rasa_bin
@@ -166,6 +167,7 @@ class RasaServer:
         self.probe_interval_s = probe_interval_s
         self.probe_failures = probe_failures
         self.probe_timeout_s = probe_timeout_s
+        self.hung_kill_s = hung_kill_s
         self.cwd = cwd
         self.state: State = "stopped"
         self.restarts = 0
@@ -474,8 +476,9 @@ class RasaServer:
         """While up: return when the process exits, or kill it when it stops answering.
 
         One failed parse marks it down at once (callers should not wait on it); it is killed
-        after `probe_failures` in a row."""
+        after `probe_failures` in a row spanning at least `hung_kill_s`."""
         failures = 0
+        first_failure = time.monotonic()
         while not exited.done():
             await asyncio.wait({exited}, timeout=self.probe_interval_s)
             if exited.done() or self._stopping:
@@ -488,10 +491,15 @@ class RasaServer:
                 self._ready.set()
                 continue
             failures += 1
+            if failures == 1:
+                first_failure = time.monotonic()
             self.state = "down"
             self._ready.clear()
             self.last_error = self.last_error or "no answer to a parse"
-            if failures >= self.probe_failures:
+            # Down at once, but killed (and 1.2 GB reloaded) only when hung for a while: a
+            # Rasa that is merely slow on a busy machine answers again.
+            hung_s = time.monotonic() - first_failure
+            if failures >= self.probe_failures and hung_s >= self.hung_kill_s:
                 self.last_error = (
                     f"no answer to a parse within {self.probe_timeout_s:.0f} s, {failures} times"
                 )
