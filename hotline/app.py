@@ -184,9 +184,7 @@ async def monitor(services: Services) -> None:
                 f" ({problems})" if problems else "",
             )
         # While the NLU loads, check often so held calls go on as soon as it answers.
-        await asyncio.sleep(
-            0.5 if not services.nlu_ever_ready else services.settings.health_interval_s
-        )
+        await asyncio.sleep(0.5 if services.nlu_starting() else services.settings.health_interval_s)
 
 
 async def _may_see_details(request: Request, services: Services) -> bool:
