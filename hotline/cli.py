@@ -68,7 +68,11 @@ def serve(host: str | None, port: int | None) -> None:
             settings.base_url,
             settings.port,
         )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:  # an unusable data directory: one line, no traceback
+        click.echo(f"hotline: {exc}", err=True)
+        sys.exit(2)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -102,6 +102,18 @@ class Settings(BaseSettings):
     stream_max_messages_per_s: int = Field(2000, ge=60, le=100000)
     stream_max_errors: int = Field(50, ge=1, le=100000)
 
+    # --- readiness and fault survival (issue 10b) ---
+    # Shows /healthz details (Rasa PID, port, model, errors) to whoever sends it as a Bearer
+    # token; console logins see them too. Empty: details only for console logins.
+    health_token: str = ""
+    # A call arriving while Rasa still loads is greeted and held this long, then takes the menu.
+    start_hold_s: float = Field(45.0, ge=0.0, le=600.0)
+    # A call that stays `ringing` with no media stream this long is closed as `no_stream`.
+    ringing_timeout_s: float = Field(300.0, ge=10.0)
+    # Below this much free space in HOTLINE_DATA_DIR, /healthz reports not ready (and start fails).
+    min_free_mb: int = Field(20, ge=0)
+    health_interval_s: float = Field(2.0, gt=0.0, le=60.0)
+
     # --- console ---
     secret_key: str = ""
     # Only for a console served over plain http on a developer's machine.

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOTLINE = Path(sys.executable).parent / "hotline"
 TEST_ACCOUNT_SID = "AC" + "1" * 32
 TEST_AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+TEST_HEALTH_TOKEN = "test-health-token"
 # Debian's chromium, started the way this machine's closed network needs.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -81,6 +82,7 @@ class HotlineServer:
                 "HOTLINE_HOST": "127.0.0.1",
                 "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
                 "HOTLINE_NLU_MANAGE": "false",
+                "HOTLINE_HEALTH_TOKEN": TEST_HEALTH_TOKEN,
                 "HOTLINE_LOG_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",
             }
@@ -103,9 +105,10 @@ class HotlineServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hotline serve exited {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                # Taking calls: components loaded (the NLU may still be loading).
+                if self.health(timeout=1)[1].get("accepting_calls"):
                     return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.2)
         self.stop()
@@ -120,12 +123,20 @@ class HotlineServer:
     ) -> ReplayResult:
         return await asyncio.wait_for(self.twilio(fast=fast).call(rec), timeout)
 
+    def health(self, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+        """/healthz with the details (as the health token sees them)."""
+        token = self.env.get("HOTLINE_HEALTH_TOKEN", TEST_HEALTH_TOKEN)
+        r = httpx.get(
+            self.url + "/healthz", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+        return r.status_code, r.json()
+
     def wait_for_nlu(self, timeout: float = 180.0) -> None:
         """Wait for the Rasa server `hotline serve` supervises to have loaded its model."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            health = httpx.get(self.url + "/healthz", timeout=5).json()
-            if health.get("nlu", {}).get("state") == "ready":
+            code, health = self.health()
+            if health.get("nlu", {}).get("state") == "ready" or code == 200:
                 return
             time.sleep(1)
         raise RuntimeError(f"Rasa not ready after {timeout} s:\n{self.log()[-3000:]}")

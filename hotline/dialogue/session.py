@@ -172,8 +172,44 @@ class CallSession:
             started_at=datetime.now().isoformat(timespec="seconds"),
         )
         await self._db(lambda db: upsert_call(db, self.call.call_sid, asr_engine=self.asr_name))
+        starting = getattr(self.sv, "nlu_starting", None)
+        if starting is not None and not self.sv.nlu_ok and starting():
+            # Rasa is still loading: greet and hold rather than say understanding is broken.
+            self._hold = asyncio.create_task(self._hold_until_nlu(), name="hold")
+            return
         self.worker = asyncio.create_task(self._work(), name=f"call-{self.call.call_sid}")
         await self.queue.put(("start",))
+
+    async def _hold_until_nlu(self) -> None:
+        """Play the hold prompt (again every ~10 s) until the NLU answers or HOTLINE_START_HOLD_S
+        passes, then start the flow; past the limit the greeting's keypad menu still works."""
+        from hotline.app import hold_text
+
+        t0 = time.monotonic()
+        try:
+            audio = await self.sv.tts.arender(hold_text(self.sv.flow))
+            await self._event("start_hold", nlu=self.sv.checks.get("nlu"))
+            last_played = -1e9
+            while (
+                not self.ended
+                and time.monotonic() - t0 < self.settings.start_hold_s
+                and not self.sv.nlu_ok
+            ):
+                if not self.call.player.busy and time.monotonic() - last_played > 10:
+                    self.call.play("start_hold", audio)
+                    last_played = time.monotonic()
+                await asyncio.sleep(0.2)
+            if self.ended:
+                return
+            waited = round(time.monotonic() - t0, 1)
+            await self._event("start_hold_end", waited_s=waited, nlu_ready=self.sv.nlu_ok)
+            await self.call.player.drain(15)  # the hold prompt is not cut mid-word
+        except Exception:  # a hold that fails must not leave the call without its flow
+            log.exception("call %s: hold failed", self.call.call_sid)
+        if self.ended:  # no await between this check and the worker's start (see on_end)
+            return
+        self.worker = asyncio.create_task(self._work(), name=f"call-{self.call.call_sid}")
+        self.queue.put_nowait(("start",))
 
     async def on_audio(self, pcm16: bytes) -> None:
         events = self.detector.feed(pcm16)
