@@ -339,6 +339,7 @@ def create_app(settings: Settings) -> FastAPI:
             handler_factory=make_handler,
             caller_secret=settings.session_secret,
             transfer_fn=transfer,
+            settings=settings,
         )
         from hotline.nlu.client import NLUClient
 
