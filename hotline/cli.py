@@ -49,7 +49,19 @@ def serve(host: str | None, port: int | None) -> None:
     except DataPermissionError as exc:
         click.echo(f"hotline: refusing to start: {exc}", err=True)
         sys.exit(2)
-    secure_data_dir(settings)
+    try:
+        secure_data_dir(settings)
+    except OSError as exc:
+        # A full or read-only data directory: one line naming HOTLINE_DATA_DIR, no traceback.
+        from hotline.recovery import check_data_dir
+
+        try:
+            check_data_dir(settings)
+        except ConfigError as why:
+            click.echo(f"hotline: {why}", err=True)
+            sys.exit(2)
+        click.echo(f"hotline: HOTLINE_DATA_DIR={settings.data_dir}: {exc}", err=True)
+        sys.exit(2)
     import logging
 
     log = logging.getLogger("hotline")

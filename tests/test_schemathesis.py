@@ -34,6 +34,10 @@ def test_no_server_error(admin_server: HotlineServer, admin_cookie: str) -> None
     tried: list[str] = []
     for result in api.get_all_operations():
         operation = result.ok()
+        if operation.label == "GET /healthz":
+            # Its 503 is the readiness answer of a server without NLU, by design
+            # (tests/test_readiness.py checks both answers); it takes no input to fuzz.
+            continue
         tried.append(operation.label)
 
         @given(case=operation.as_strategy())

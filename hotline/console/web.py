@@ -735,9 +735,9 @@ class Console:
         return extra
 
     async def ticket_page(self, request: Request, code: str) -> Response:
-        return await self._ticket_view(request, code)
+        return await self.ticket_view(request, code)
 
-    async def _ticket_view(
+    async def ticket_view(
         self,
         request: Request,
         code: str,
@@ -831,7 +831,7 @@ class Console:
             if action == "status" and exc.kind == "bad_input":
                 field = "note"
             # The form comes back as typed, the message beside the field it is about.
-            return await self._ticket_view(
+            return await self.ticket_view(
                 request, cleaned, errors={field: message}, values={action: form}
             )
         ok = {"status": "status", "comment": "comment", "assign": "assigned"}[action]

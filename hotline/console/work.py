@@ -230,7 +230,7 @@ class Work:
             raise NotFound(exc.message_vi)
         if isinstance(ref, int):
             return await self.c.draft_view(request, str(ref), errors={field: exc.message_vi})
-        return await self.c.ticket_page(request, ref, errors={field: exc.message_vi})
+        return await self.c.ticket_view(request, ref, errors={field: exc.message_vi})
 
     async def ticket_category(self, request: Request, code: str) -> Response:
         from hotline.tickets.codes import clean_code, is_valid
