@@ -141,18 +141,6 @@ def test_healthz_is_503_while_the_disk_is_full(small_disk_server: HotlineServer)
     assert httpx.get(server.url + "/healthz").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=False,  # the recorder may flush after the ticket is written: then it passes
-    reason=(
-        "known, outside readiness/recovery: with the disk full the recorder's write "
-        "(hotline/recording.py CallRecorder.caller_frame -> audio.WavAppender.write) raises "
-        "ENOSPC inside MediaStreamServer._receive_loop (hotline/telephony/stream.py), so the "
-        "call ends as server_error before the ticket path runs; then recorder.close() raises "
-        "again in _run_call's finally, skipping active.pop and _store_end. The ticket path "
-        "itself (session._open_ticket -> TicketFailed -> ticket_failed -> operator) is right. "
-        "Remove this mark once recording errors stop the recording instead of the call."
-    ),
-)
 def test_a_report_confirmed_on_a_full_disk_is_not_given_a_code(
     small_disk_server: HotlineServer, twilio_rest: TwilioRestStandIn
 ) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ class CallSession:
         self.ticket_code: str | None = None  # the latest ticket opened in this call
         self.ticket_codes: list[str] = []  # every ticket opened in this call
         self.tts_rate: int | None = None  # a slower rate once the caller asked for it
+        self.record_failed = False  # a turn or event could not be written (disk full)
         self.outcome: str | None = None
         self.ended = False
         self.worker: asyncio.Task[None] | None = None
@@ -157,9 +159,23 @@ class CallSession:
     async def _db(self, fn: Any) -> Any:
         return await self.sv.store.arun(fn)
 
+    async def _record(self, fn: Any) -> Any:
+        """Write to the call's record (turns, events). A full or failing disk must not cut the
+        caller off mid-report: the failure is logged once and the call goes on. What the
+        caller confirms goes through `_db` and fails loudly (they hear that it was not saved)."""
+        try:
+            return await self._db(fn)
+        except (sqlite3.Error, OSError) as exc:
+            if not self.record_failed:
+                log.error(
+                    "call %s: the call record could not be written: %s", self.call.call_sid, exc
+                )
+            self.record_failed = True
+            return None
+
     async def _event(self, kind: str, **detail: Any) -> None:
         at = self.call.call_ms()
-        await self._db(lambda db: add_event(db, self.call.call_sid, kind, at, **detail))
+        await self._record(lambda db: add_event(db, self.call.call_sid, kind, at, **detail))
 
     def _asr(self, fn: Any, *args: Any) -> Future[Any]:
         return self.pool.submit(fn, *args)
@@ -171,7 +187,7 @@ class CallSession:
             caller=self.call.masked_caller,
             started_at=datetime.now().isoformat(timespec="seconds"),
         )
-        await self._db(lambda db: upsert_call(db, self.call.call_sid, asr_engine=self.asr_name))
+        await self._record(lambda db: upsert_call(db, self.call.call_sid, asr_engine=self.asr_name))
         starting = getattr(self.sv, "nlu_starting", None)
         if starting is not None and not self.sv.nlu_ok and starting():
             # Rasa is still loading: greet and hold rather than say understanding is broken.
@@ -323,7 +339,7 @@ class CallSession:
         cut_prompts = [self.prompts.pop(pid) for pid in list(self.prompts) if pid in cut]
         for p in cut_prompts:
             if p.turn_id is not None:
-                await self._db(
+                await self._record(
                     lambda db, tid=p.turn_id: db.table("turns").update(tid, {"interrupted": 1})
                 )
         await self._event("barge_in", by=why, prompts=[p.say.prompt for p in cut_prompts])
@@ -506,7 +522,7 @@ class CallSession:
         }
         if row["intent"] is not None:
             self.last_intent = row["intent"]
-        await self._db(lambda db: add_turn(db, self.call.call_sid, **row))
+        await self._record(lambda db: add_turn(db, self.call.call_sid, **row))
         self._publish(
             "turn",
             speaker="caller",
@@ -518,7 +534,7 @@ class CallSession:
 
     async def _turn_dtmf(self, digit: str) -> None:
         at = self.call.call_ms()
-        await self._db(
+        await self._record(
             lambda db: add_turn(
                 db,
                 self.call.call_sid,
@@ -605,7 +621,7 @@ class CallSession:
 
         pid = self.call.play(say.prompt, audio, on_start)
         self.prompts[pid] = prompt  # before the write below: a barge-in may come meanwhile
-        prompt.turn_id = await self._db(
+        prompt.turn_id = await self._record(
             lambda db: add_turn(
                 db,
                 self.call.call_sid,
@@ -626,7 +642,9 @@ class CallSession:
         """The prompt's turn starts when its audio started playing, on the call's timeline."""
         prompt.started_ms = at
         tid = prompt.turn_id
-        await self._db(
+        if tid is None:
+            return
+        await self._record(
             lambda db: db.table("turns").update(tid, {"start_ms": at, "end_ms": at + length})
         )
 
