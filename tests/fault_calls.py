@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from websockets.exceptions import WebSocketException
 
@@ -115,3 +118,40 @@ def told_a_code(result: ReplayResult) -> bool:
         return False
     after = marks.media_after_last("confirm_report")
     return bool(after) and not marks.labels_after_last("confirm_report")
+
+
+# --- a small disk (tmpfs; needs root, skipped without) -------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write zeros until the disk is full; returns the filler file."""
+    filler = directory / f"filler-{uuid.uuid4().hex[:6]}"
+    chunk = b"\0" * (1 << 20)
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError:
+            pass
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler

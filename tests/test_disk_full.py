@@ -9,10 +9,8 @@ Needs root (mount); skipped elsewhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 
 from hotline.telephony.signature import SIGNATURE_HEADER, sign
 from tests.conftest import base_env
+from tests.fault_calls import fill, tmpfs
 from tests.servers import HotlineServer, TwilioRestStandIn, free_port
 from tests.test_telephony import connect_stream, media_msg, new_sid, ring, voice_form
 
@@ -30,31 +29,8 @@ SIZE = "48m"
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", SIZE) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Write until the file system refuses one more byte."""
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-    with filler.open("ab", buffering=0) as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0")
-    return filler
 
 
 def post_voice(server: HotlineServer, sid: str) -> httpx.Response:

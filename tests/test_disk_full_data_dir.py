@@ -9,10 +9,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,44 +19,10 @@ import httpx
 import pytest
 
 from tests.conftest import OPERATOR_NUMBER, base_env
-from tests.fault_calls import ObservedStandIn, report_recording, told_a_code
+from tests.fault_calls import ObservedStandIn, fill, report_recording, tmpfs, told_a_code
 from tests.servers import HOTLINE, ROOT, HotlineServer, TwilioRestStandIn
 
 pytestmark = pytest.mark.nlu
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def fill(directory: Path) -> Path:
-    """Write zeros until the disk is full; returns the filler file."""
-    filler = directory / f"filler-{uuid.uuid4().hex[:6]}"
-    chunk = b"\0" * (1 << 20)
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(chunk)
-        except OSError:
-            pass
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
 
 
 def _serve_once(data_dir: Path) -> subprocess.CompletedProcess[str]:
