@@ -202,6 +202,16 @@ def _format(fmt: str) -> str:
     return fmt
 
 
+def _out_format(fmt: str) -> str:
+    """The format an answer (or its error) is given in: JSON unless XML was asked for."""
+    return fmt if fmt in ("json", "xml") else "json"
+
+
+def _check(request: Request, fmt: str, jurisdiction_id: str | None) -> None:
+    _format(fmt)
+    _jurisdiction(request, jurisdiction_id)
+
+
 def _jurisdiction(request: Request, value: str | None) -> None:
     ours = request.app.state.services.settings.open311_jurisdiction
     if value and value != ours:
@@ -271,10 +281,9 @@ def _list(value: str | None) -> list[str]:
 @router.get("/services.{fmt}")
 async def get_services(request: Request, fmt: str, jurisdiction_id: str | None = None) -> Response:
     try:
-        fmt = _format(fmt)
-        _jurisdiction(request, jurisdiction_id)
+        _check(request, fmt, jurisdiction_id)
     except Open311Error as exc:
-        return _error(exc, "json" if fmt not in ("json", "xml") else fmt)
+        return _error(exc, _out_format(fmt))
     return _answer("services", services_list(), fmt)
 
 
@@ -289,10 +298,9 @@ async def get_requests(
     end_date: str | None = None,
     status: str | None = None,
 ) -> Response:
-    out_fmt = fmt if fmt in ("json", "xml") else "json"
+    out_fmt = _out_format(fmt)
     try:
-        _format(fmt)
-        _jurisdiction(request, jurisdiction_id)
+        _check(request, fmt, jurisdiction_id)
         statuses = _list(status)
         if set(statuses) - {"open", "closed"}:
             raise Open311Error(400, "status is open, closed, or both (comma separated)")
@@ -321,10 +329,9 @@ async def get_requests(
 async def get_request(
     request: Request, request_id: str, fmt: str, jurisdiction_id: str | None = None
 ) -> Response:
-    out_fmt = fmt if fmt in ("json", "xml") else "json"
+    out_fmt = _out_format(fmt)
     try:
-        _format(fmt)
-        _jurisdiction(request, jurisdiction_id)
+        _check(request, fmt, jurisdiction_id)
         store = request.app.state.services.store
         rows = await store.arun(lambda db: find_requests(db, ids=[request_id]))
         if not rows:
@@ -338,10 +345,9 @@ async def get_request(
 async def get_token(
     request: Request, token: str, fmt: str, jurisdiction_id: str | None = None
 ) -> Response:
-    out_fmt = fmt if fmt in ("json", "xml") else "json"
+    out_fmt = _out_format(fmt)
     try:
-        _format(fmt)
-        _jurisdiction(request, jurisdiction_id)
+        _check(request, fmt, jurisdiction_id)
 
         def read(db: sqlite_utils.Database) -> list[dict[str, Any]]:
             return list(
@@ -362,7 +368,7 @@ async def get_token(
 
 @router.post("/requests.{fmt}")
 async def post_request(request: Request, fmt: str) -> Response:
-    out_fmt = fmt if fmt in ("json", "xml") else "json"
+    out_fmt = _out_format(fmt)
     services = request.app.state.services
     try:
         _format(fmt)
