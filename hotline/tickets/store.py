@@ -298,6 +298,13 @@ def _with_history(db: sqlite_utils.Database, ticket: dict[str, Any]) -> dict[str
     return ticket
 
 
+def _due_at(router: Router | None, row: Mapping[str, Any], start: str) -> str | None:
+    """When a ticket counted from `start` is due, by the deadlines that travel with the
+    routing table (None without them)."""
+    deadlines = getattr(router, "deadlines", None)
+    return deadlines.due_at(row["category"], row.get("priority"), start) if deadlines else None
+
+
 def _actor(actor: str | None) -> str:
     actor = _nfc(actor or "")
     if not actor:
@@ -469,11 +476,7 @@ def confirm_ticket(
             return bool(db.execute("SELECT 1 FROM tickets WHERE code = ?", [code]).fetchone())
 
         now = now_iso()
-        due_at = (
-            router.deadlines.due_at(row["category"], row.get("priority"), now)
-            if getattr(router, "deadlines", None)
-            else None
-        )
+        due_at = _due_at(router, row, now)
         for _attempt in range(5):
             code = new_code(exists)
             try:
@@ -703,11 +706,7 @@ def rate_ticket(
             at=now,
         )
         if not satisfied:
-            due = (
-                router.deadlines.due_at(row["category"], row.get("priority"), now)
-                if router is not None and getattr(router, "deadlines", None)
-                else None
-            )
+            due = _due_at(router, row, now)
             db.execute(
                 "UPDATE tickets SET status = ?, resolved_at = NULL, due_at = COALESCE(?, due_at)"
                 " WHERE id = ?",
