@@ -39,6 +39,10 @@ $(STAMP)/apt: Makefile
 	@test -x .venv/bin/python || "$(PY312)" -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[test]'
+	# Smart Turn v3.2 ships inside the pipecat-ai wheel. Its local analyzer needs only
+	# onnxruntime, numpy, soxr and loguru (in pyproject.toml); the wheel's own dependencies
+	# (openai, numba/llvmlite, Pillow, aiohttp: ~300 MB) serve the rest of pipecat, not us.
+	.venv/bin/pip install -q --no-deps pipecat-ai==1.14.0
 	@touch $@
 
 # Rasa 3.6 supports Python 3.8-3.10 only, and its pins clash with the app's: its own venv,

@@ -31,6 +31,7 @@ import hotline.schema  # noqa: F401  (registers every table)
 from hotline import recovery
 from hotline.config import Settings
 from hotline.live import LiveHub
+from hotline.speech.scheduler import DecodeScheduler
 from hotline.store import Store
 from hotline.telephony.rest import TwilioRest
 from hotline.telephony.signature import SignatureChecker
@@ -56,6 +57,8 @@ class Services:
     live: LiveHub
     media: MediaStreamServer | None = None
     asr: Any = None
+    decoder: Any = None  # hotline.speech.scheduler.DecodeScheduler, shared by every call
+    turn_model: Any = None  # hotline.speech.endpoint.EndOfTurnModel when HOTLINE_TURN=smart
     tts: Any = None
     flow: Any = None
     kb: Any = None
@@ -270,6 +273,11 @@ def _load_components(services: Services) -> None:
     services.router = Router.load(s.call_flows_dir / "routing.yml")
     flow = load_flows(s.call_flows_dir)
     services.asr = load_engine(s)
+    services.decoder = DecodeScheduler(s.decode_workers or None)
+    if s.turn == "smart":
+        from hotline.speech.endpoint import load_model
+
+        services.turn_model = load_model()
     tts = Synthesizer(s.tts_cache_dir, voice=s.tts_voice, rate=s.tts_rate, volume=s.tts_volume)
     tts.start()
     texts = [hold_text(flow), *flow.fixed_texts(), *services.kb.all_spoken_texts()]
@@ -380,6 +388,8 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await monitor_task
             await drain_calls(services, timeout=5)
+            if services.decoder:
+                services.decoder.shutdown()
             if services.nlu_server:
                 await services.nlu_server.stop()
             if services.nlu:

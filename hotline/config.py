@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     tts_rate: int = Field(150, ge=60, le=400)
     tts_volume: float = Field(0.85, gt=0.0, le=1.0)
     end_silence_ms: int = Field(600, ge=100, le=5000)
+    # End of turn: `silence` ends it after end_silence_ms of silence; `smart` asks the Smart
+    # Turn model after turn_probe_ms and ends at once when it says the caller has finished,
+    # else waits up to turn_max_silence_ms (callers who pause to think).
+    turn: Literal["silence", "smart"] = "silence"
+    turn_probe_ms: int = Field(250, ge=100, le=2000)
+    turn_max_silence_ms: int = Field(1200, ge=200, le=5000)
+    turn_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # Threads that decode speech for all calls (0: one per core).
+    decode_workers: int = Field(0, ge=0, le=64)
     max_utterance_s: float = Field(20.0, ge=2.0, le=120.0)
     no_input_s: float = Field(7.0, ge=1.0, le=60.0)
     vad_mode: int = Field(3, ge=0, le=3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hotline.speech.turns import SpeechEnded, SpeechStarted, TurnDetector
+from hotline.speech.turns import EndCandidate, SpeechEnded, SpeechStarted, TurnDetector
 from tests.audio_fixtures import (
     VI_LONG,
     VI_SHORT,
@@ -26,11 +26,12 @@ BARGE_IN_MS = 350  # first sample of speech -> SpeechStarted event
 END_LATE_MS = 250  # end of speech + end_silence_ms -> SpeechEnded event
 
 
-def run(detector: TurnDetector, pcm: np.ndarray) -> list:
+def run(detector: TurnDetector, pcm: np.ndarray, candidates: bool = False) -> list:
+    """Start and end events (and the end candidates when asked)."""
     events = []
     for frame in frames(pcm):
         events.extend(detector.feed(frame))
-    return events
+    return [e for e in events if candidates or not isinstance(e, EndCandidate)]
 
 
 def two_turns() -> Timeline:
@@ -130,7 +131,7 @@ def test_utterance_audio_includes_the_preroll_and_the_silence_window() -> None:
     for frame in frames(pcm):
         events += det.feed(frame)
         taken += det.take_audio()
-    start, end = events
+    start, end = (e for e in events if not isinstance(e, EndCandidate))
     assert isinstance(start, SpeechStarted) and isinstance(end, SpeechEnded)
     first_ms = start.at_ms - 200
     assert len(taken) == (end.at_ms - first_ms) * 16  # 8 kHz int16: 16 bytes per ms
@@ -143,7 +144,7 @@ def test_utterance_audio_includes_the_preroll_and_the_silence_window() -> None:
 def test_chunking_does_not_change_the_events() -> None:
     pcm = two_turns().audio(noise_dbfs=-50, phone=True)
     raw = pcm.astype("<i2").tobytes()
-    by_frame = run(TurnDetector(), pcm)
+    by_frame = run(TurnDetector(), pcm, candidates=True)
     det = TurnDetector()
     by_chunk = []
     for i in range(0, len(raw), 250):  # odd-sized chunks, not frame aligned
@@ -192,3 +193,57 @@ def test_short_answers_start_speech_whatever_their_alignment(word: str) -> None:
         if not any(isinstance(e, SpeechStarted) for e in events):
             missed.append(pad_ms)
     assert not missed, f"{word!r} not heard with {len(missed)} of 25 offsets: {missed}"
+
+
+def paused_sentence(pause_ms: int) -> Timeline:
+    """One sentence with a pause to think inside it, then silence."""
+    return (
+        Timeline()
+        .add(silence(800))
+        .add_speech(speech("nhà tui mất điện"))
+        .add(silence(pause_ms))
+        .add_speech(speech("từ sáng tới chừ"))
+        .add(silence(2000))
+    )
+
+
+def test_a_candidate_comes_after_probe_ms_of_silence_and_again_after_each_resumption() -> None:
+    tl = paused_sentence(700)
+    det = TurnDetector(end_silence_ms=1200, probe_ms=250)
+    events = run(det, tl.audio(noise_dbfs=-50, phone=True), candidates=True)
+    kinds = [type(e) for e in events]
+    # One utterance (the 0.7 s pause is under the 1.2 s ceiling), a candidate in the pause and
+    # one after the sentence.
+    assert kinds == [SpeechStarted, EndCandidate, EndCandidate, SpeechEnded], events
+    first, second = events[1], events[2]
+    assert 250 <= first.at_ms - first.speech_end_ms < 250 + 20  # the first 20 ms frame past it
+    assert first.started_ms == second.started_ms == events[0].at_ms
+    assert second.speech_end_ms > first.at_ms  # the caller spoke again after the first
+    assert events[3].reason == "silence" and events[3].at_ms - events[3].speech_end_ms == 1200
+
+
+def test_end_at_ends_the_turn_only_if_the_caller_has_not_spoken_since() -> None:
+    tl = paused_sentence(700)
+    pcm = tl.audio(noise_dbfs=-50, phone=True)
+    det = TurnDetector(end_silence_ms=1200, probe_ms=250)
+    pending: list[EndCandidate] = []
+    ended: list[SpeechEnded] = []
+    for frame in frames(pcm):
+        for ev in det.feed(frame):
+            if isinstance(ev, EndCandidate):
+                pending.append(ev)
+        # The model's answer comes while audio keeps arriving; the first candidate is
+        # answered once the caller has already started again: it must not end the turn.
+        if len(pending) == 1 and det.in_utterance and det.now_ms > tl.speech_spans[1][0] + 300:
+            assert det.end_at(pending[0]) is None
+            pending.append(pending[0])  # answered
+        if len(pending) == 3:
+            end = det.end_at(pending[2])
+            assert end is not None
+            ended.append(end)
+            pending.append(pending[2])
+    assert len(ended) == 1 and ended[0].reason == "smart"
+    end = ended[0]
+    assert end.at_ms - end.speech_end_ms < 300  # decided at the probe, not at the ceiling
+    assert end.started_ms < tl.speech_spans[0][0] + START_LATE_MS  # the whole sentence
+    assert det.end_at(pending[2]) is None  # twice: nothing more to end

@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +22,9 @@ from zoneinfo import ZoneInfo
 from hotline.calls import add_event, add_turn, upsert_call
 from hotline.dialogue import engine as fe
 from hotline.nlu.gazetteer import place_of
-from hotline.speech.turns import SpeechEnded, SpeechStarted, TurnDetector
+from hotline.speech.scheduler import AUDIO, FINAL
+from hotline.speech.turns import EndCandidate, SpeechEnded, SpeechStarted, TurnDetector
+from hotline.text import fold
 from hotline.tickets import store as tickets
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 MESSAGE_END_SILENCE_MS = 2500
 MESSAGE_MAX_MS = 90_000
 PARTIAL_EVERY_FRAMES = 25  # publish a partial transcript every 0.5 s of speech
+TURN_AUDIO_BYTES = 8 * 8000 * 2  # the end-of-turn model reads the last 8 s
 DRAIN_TIMEOUT_S = 60.0
 SLOW_PACE = (
     0.75  # "nói chậm thôi": this share of the normal speaking rate, for the rest of the call
@@ -89,6 +92,17 @@ class _Pending:
     ended_ms: int
     detected_at: float  # monotonic time the trailing silence ended
     state: str
+    wait_ms: int = 0  # from the end of the caller's speech to the end of the turn (stream time)
+    reason: str = "silence"
+
+
+@dataclass
+class _Speculation:
+    """The partial transcript at an end candidate, already being understood."""
+
+    started_ms: int  # the utterance it belongs to
+    text: str
+    task: asyncio.Task[Any]
 
 
 @dataclass
@@ -105,10 +119,13 @@ class CallSession:
         self.settings = services.settings
         s = self.settings
         self.conv = fe.Conversation(services.flow, services.kb, env=self._env())
+        self.turn_model = services.turn_model if s.turn == "smart" else None
         self.detector = TurnDetector(
-            end_silence_ms=s.end_silence_ms,
+            # Smart: the model ends most turns at the probe; the silence is only the ceiling.
+            end_silence_ms=s.turn_max_silence_ms if self.turn_model else s.end_silence_ms,
             max_utterance_ms=int(s.max_utterance_s * 1000),
             vad_mode=s.vad_mode,
+            probe_ms=s.turn_probe_ms,
         )
         engine = services.asr
         if hasattr(engine, "stream_for_call"):
@@ -116,7 +133,14 @@ class CallSession:
         else:
             self.asr = engine.new_stream(8000)
         self.asr_name = getattr(engine, "name", type(engine).__name__)
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"asr-{call.call_sid[-6:]}")
+        # This call's decoding on the shared scheduler (finals first), and its end-of-turn
+        # model runs on a lane of their own so they can overlap the final pass.
+        self.decode = services.decoder.lane(call.call_sid)
+        self.turn_lane = services.decoder.lane(call.call_sid + ":turn")
+        self.utt_audio = bytearray()  # the current utterance, for the end-of-turn model
+        self.spec: _Speculation | None = None
+        self.turn_probs: list[float] = []  # the model's answers in this call (for the record)
+        self.eot: dict[str, float] = {}  # the model's answer that ended the latest turn
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.listen: fe.Listen | None = None
         self.prompts: dict[str, _Prompt] = {}
@@ -177,8 +201,8 @@ class CallSession:
         at = self.call.call_ms()
         await self._record(lambda db: add_event(db, self.call.call_sid, kind, at, **detail))
 
-    def _asr(self, fn: Any, *args: Any) -> Future[Any]:
-        return self.pool.submit(fn, *args)
+    def _asr(self, fn: Any, *args: Any, priority: int = AUDIO) -> Future[Any]:
+        return self.decode.submit(fn, *args, priority=priority)
 
     # --- CallHandler ----------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -234,15 +258,67 @@ class CallSession:
                 await self._speech_started(ev)
         audio = self.detector.take_audio()
         if self.capturing and audio:
-            self._asr(self.asr.accept, audio)
+            self.decode.accept(self.asr.accept, audio)
+            self.utt_audio += audio
+            if len(self.utt_audio) > 2 * TURN_AUDIO_BYTES:
+                del self.utt_audio[:-TURN_AUDIO_BYTES]
             self.speech_frames += 1
             if self.speech_frames % PARTIAL_EVERY_FRAMES == 0:
-                fut = self._asr(self.asr.partial)
-                fut.add_done_callback(self._partial_done)
+                fut = self.decode.partial(self.asr.partial)  # None: decoding is behind
+                if fut is not None:
+                    fut.add_done_callback(self._partial_done)
         for ev in events:
-            if isinstance(ev, SpeechEnded):
+            if isinstance(ev, EndCandidate):
+                self._end_candidate(ev)
+            elif isinstance(ev, SpeechEnded):
                 await self._speech_ended(ev)
         self._tick_idle()
+
+    def _end_candidate(self, ev: EndCandidate) -> None:
+        """The caller went quiet. Start understanding what they said so far (used if the
+        final transcript says the same), and in smart mode ask the model if they finished."""
+        if not self.capturing or self.listen is None or self.listen.mode == "message":
+            return
+        loop = asyncio.get_running_loop()
+
+        def partial_done(fut: Future[Any]) -> None:
+            if not fut.exception():
+                loop.call_soon_threadsafe(self._speculate, ev, fut.result())
+
+        self._asr(self.asr.partial, priority=FINAL).add_done_callback(partial_done)
+        if self.turn_model is None:
+            return
+        t0 = time.monotonic()
+
+        def model_done(fut: Future[Any]) -> None:
+            ms = (time.monotonic() - t0) * 1000
+            loop.call_soon_threadsafe(self._model_said, ev, fut, ms)
+
+        self.turn_lane.submit(
+            self.turn_model.complete_probability, bytes(self.utt_audio), priority=FINAL
+        ).add_done_callback(model_done)
+
+    def _speculate(self, ev: EndCandidate, text: str) -> None:
+        text = (text or "").strip()
+        if not text or not self.capturing or not self.detector.is_current(ev):
+            return
+        task = asyncio.get_running_loop().create_task(self.sv.nlu.parse(text))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "unretrieved"
+        self.spec = _Speculation(ev.started_ms, text, task)
+
+    def _model_said(self, ev: EndCandidate, fut: Future[Any], ms: float) -> None:
+        try:
+            prob = float(fut.result())
+        except Exception:  # the model failing must not end turns early: the ceiling decides
+            log.exception("call %s: end-of-turn model failed", self.call.call_sid)
+            return
+        self.turn_probs.append(round(prob, 3))
+        if prob < self.settings.turn_threshold or not self.capturing:
+            return  # not finished (or already ended): wait, up to the ceiling
+        end = self.detector.end_at(ev)
+        if end is not None:
+            self.eot = {"eot_prob": round(prob, 3), "eot_ms": round(ms, 1)}
+            asyncio.get_running_loop().create_task(self._speech_ended(end))
 
     def _partial_done(self, fut: Future[Any]) -> None:
         with contextlib.suppress(Exception):
@@ -357,6 +433,8 @@ class CallSession:
         self.capturing = True
         self.speech_frames = 0
         self.idle_frames = 0
+        self.utt_audio.clear()
+        self.spec = None
         if self.listen.mode == "message" and self.message_start_ms is None:
             self.message_start_ms = ev.at_ms
 
@@ -365,7 +443,7 @@ class CallSession:
             return
         self.capturing = False
         if self.listen is not None and self.listen.mode == "message":
-            text = (await asyncio.wrap_future(self._asr(self.asr.final))).text
+            text = (await asyncio.wrap_future(self._asr(self.asr.final, priority=FINAL))).text
             if text:
                 self.message_parts.append(text)
             self.message_last_ms = ev.speech_end_ms
@@ -377,11 +455,13 @@ class CallSession:
 
     async def _queue_utterance(self, ev: SpeechEnded) -> None:
         pending = _Pending(
-            self._asr(self.asr.final),
+            self._asr(self.asr.final, priority=FINAL),
             ev.started_ms,
             ev.speech_end_ms,
             time.monotonic(),
             self.conv.state,
+            wait_ms=ev.at_ms - ev.speech_end_ms,
+            reason=ev.reason,
         )
         await self.queue.put(("utterance", pending))
 
@@ -415,7 +495,7 @@ class CallSession:
         self.listen = None
         if self.capturing:
             self.capturing = False
-            text = (await asyncio.wrap_future(self._asr(self.asr.final))).text
+            text = (await asyncio.wrap_future(self._asr(self.asr.final, priority=FINAL))).text
             if text:
                 self.message_parts.append(text)
         start = self.message_start_ms or self.detector.now_ms
@@ -450,11 +530,26 @@ class CallSession:
 
     async def _utterance(self, p: _Pending) -> None:
         transcript = await asyncio.wrap_future(p.future)
-        self.timing = {"asr_ms": (time.monotonic() - p.detected_at) * 1000}
+        self.timing = {
+            "asr_ms": (time.monotonic() - p.detected_at) * 1000,
+            "wait_ms": p.wait_ms,
+            "turn": p.reason,
+            **self.eot,
+        }
+        self.eot = {}
         text = transcript.text.strip()
         nlu_down = False
         result = None
-        if text:
+        spec, self.spec = self.spec, None
+        if text and spec is not None and spec.started_ms == p.started_ms:
+            # Understood while the end of the turn was being decided: used if it is what the
+            # final transcript says.
+            hit = fold(spec.text) == fold(text)
+            self.timing["nlu_speculative"] = int(hit)
+            if hit:
+                with contextlib.suppress(Exception):
+                    result = await spec.task
+        if text and result is None:
             try:
                 result = await self.sv.nlu.parse(text)
             except Exception as exc:  # NLUUnavailable, or anything unexpected from the client
@@ -602,12 +697,15 @@ class CallSession:
             # going out on the socket.
             t0, self.reply_from = self.reply_from, None
 
-            timing = {k: round(v, 1) for k, v in self.timing.items()}
+            timing = {k: round(v, 1) if isinstance(v, float) else v for k, v in self.timing.items()}
             timing["tts_ms"] = round((time.monotonic() - t0) * 1000, 1)
 
             def latency() -> None:
                 ms = round((time.monotonic() - t0) * 1000, 1)
-                loop.create_task(self._event("reply_latency", ms=ms, **timing))
+                # Voice to voice, as the server sees it: the silence waited after the caller's
+                # last word, then the reply latency.
+                v2v = round(ms + timing.get("wait_ms", 0), 1)
+                loop.create_task(self._event("reply_latency", ms=ms, v2v_ms=v2v, **timing))
 
         prompt = _Prompt(say, None, start)
         played: dict[str, int] = {}
@@ -654,7 +752,7 @@ class CallSession:
         grammar = a.grammar if a.grammar in (self.sv.flow.grammars or {}) else None
         if grammar != self.grammar:
             phrases = self.sv.flow.grammars.get(grammar) if grammar else None
-            self._asr(self.asr.set_grammar, phrases)
+            self._asr(self.asr.set_grammar, phrases)  # in order, before the next audio
             self.grammar = grammar
         self.idle_frames = 0
         self.message_parts, self.message_start_ms = [], None
@@ -850,7 +948,8 @@ class CallSession:
         await self._db(write)
         self._publish("call_ended", outcome=outcome, reason=reason)
         fut = self._asr(self.asr.close)
+        self.decode.close()
+        self.turn_lane.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(fut), 5)
-        self.pool.shutdown(wait=False)
         self.detector.close()

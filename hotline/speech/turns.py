@@ -43,9 +43,22 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class EndCandidate:
+    """The caller has been silent for `probe_ms`: maybe finished, maybe pausing to think.
+
+    The session asks the end-of-turn model (smart mode) and starts understanding the partial
+    transcript meanwhile (both modes); `TurnDetector.end_at(candidate)` then ends the turn if
+    the caller has not spoken again since."""
+
+    at_ms: int
+    speech_end_ms: int
+    started_ms: int
+
+
+@dataclass(frozen=True)
 class SpeechEnded:
     at_ms: int  # stream time the utterance was declared over (end of the silence window)
-    reason: Literal["silence", "max_length"]
+    reason: Literal["silence", "max_length", "smart"]
     speech_end_ms: int  # end of the last voiced frame
     started_ms: int  # SpeechStarted.at_ms of this utterance
 
@@ -54,7 +67,7 @@ class SpeechEnded:
         return self.speech_end_ms - self.started_ms
 
 
-TurnEvent = SpeechStarted | SpeechEnded
+TurnEvent = SpeechStarted | EndCandidate | SpeechEnded
 
 
 class _Silero:
@@ -141,9 +154,12 @@ class TurnDetector:
       Counted frames must be voiced for the VAD and carry sound above the line's noise floor.
       Its `at_ms` is back-dated to the first voiced frame; `detected_ms` is when it fired
       (the barge-in latency is detected_ms - at_ms, about min_speech_ms + 20-100 ms).
-    - SpeechEnded after `end_silence_ms` without voice (reason "silence"), or when the
+    - EndCandidate after `probe_ms` without voice (again after every resumption), and
+      SpeechEnded after `end_silence_ms` without voice (reason "silence"), or when the
       utterance reaches `max_utterance_ms` (reason "max_length"; if the caller keeps talking
-      a new utterance starts).
+      a new utterance starts), or when the session, told by the end-of-turn model that the
+      caller has finished, calls `end_at(candidate)` (reason "smart"). In smart mode
+      end_silence_ms is the ceiling for callers who pause to think (e.g. 1200 ms).
     - The utterance's audio, from `preroll_ms` before the first voiced frame to the end of the
       silence window, is queued for `take_audio()` (capped, so an unread queue cannot grow).
     """
@@ -160,6 +176,7 @@ class TurnDetector:
         vad: Literal["silero", "webrtc"] = "silero",
         threshold: float = 0.5,
         gap_ms: int = 60,
+        probe_ms: int = 250,
     ) -> None:
         if sample_rate not in (8000, 16000):
             raise ValueError("sample_rate must be 8000 or 16000")
@@ -170,6 +187,7 @@ class TurnDetector:
         self.min_speech_ms = min_speech_ms
         self.preroll_ms = preroll_ms
         self.gap_ms = gap_ms
+        self.probe_ms = min(probe_ms, end_silence_ms)
         self.vad_name = vad
         if vad == "silero":
             self._vad: _Silero | _WebRtc = _Silero(sample_rate, threshold)
@@ -199,6 +217,7 @@ class TurnDetector:
         # utterance state
         self._utt_start = 0
         self._last_voiced_end = 0
+        self._probed = False  # an EndCandidate was given for the current silence
         self._floor_db: float | None = None
         self._strong = False
 
@@ -221,6 +240,19 @@ class TurnDetector:
             events.extend(self._feed_frame(data[i : i + self.frame_bytes]))
         self._partial = data[n:]
         return events
+
+    def is_current(self, candidate: EndCandidate) -> bool:
+        """The candidate's silence goes on: its utterance has neither ended nor resumed."""
+        return (
+            self._in_utterance
+            and self._utt_start == candidate.started_ms
+            and self._last_voiced_end == candidate.speech_end_ms
+        )
+
+    def end_at(self, candidate: EndCandidate) -> SpeechEnded | None:
+        """End the utterance now, as the candidate proposed, unless the caller has spoken
+        again since (or the utterance already ended): then None, and nothing changes."""
+        return self._end("smart") if self.is_current(candidate) else None
 
     def take_audio(self) -> bytes:
         """Audio belonging to the current/last utterance not yet taken (pre-roll included)."""
@@ -301,16 +333,28 @@ class TurnDetector:
         self._queue(frame)
         if voiced:
             self._last_voiced_end = self._now_ms
-        if self._now_ms - self._last_voiced_end >= self.end_silence_ms:
+            self._probed = False
+        silent_ms = self._now_ms - self._last_voiced_end
+        if silent_ms >= self.end_silence_ms:
             return [self._end("silence")]
         if self._now_ms - self._utt_start >= self.max_utterance_ms:
             return [self._end("max_length")]
+        if silent_ms >= self.probe_ms and not self._probed:
+            self._probed = True
+            return [
+                EndCandidate(
+                    at_ms=self._now_ms,
+                    speech_end_ms=self._last_voiced_end,
+                    started_ms=self._utt_start,
+                )
+            ]
         return []
 
-    def _end(self, reason: Literal["silence", "max_length"]) -> SpeechEnded:
+    def _end(self, reason: Literal["silence", "max_length", "smart"]) -> SpeechEnded:
         self._in_utterance = False
         self._cand_start = None
-        if reason == "silence":
+        self._probed = False
+        if reason != "max_length":
             # That audio belonged to the finished utterance: no pre-roll from it. After a
             # max_length cut the caller is still talking, so the next pre-roll keeps it.
             self._history.clear()
