@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     turn_probe_ms: int = Field(250, ge=100, le=2000)
     turn_max_silence_ms: int = Field(1200, ge=200, le=5000)
     turn_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # A caller who starts again within this long of their last word (before our reply can be
+    # an answer to them) is still in the same sentence: the two parts are understood as one.
+    turn_resume_ms: int = Field(1500, ge=0, le=5000)
     # Threads that decode speech for all calls (0: one per core).
     decode_workers: int = Field(0, ge=0, le=64)
     max_utterance_s: float = Field(20.0, ge=2.0, le=120.0)

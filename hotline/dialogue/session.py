@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -94,6 +96,26 @@ class _Pending:
     state: str
     wait_ms: int = 0  # from the end of the caller's speech to the end of the turn (stream time)
     reason: str = "silence"
+    continues_ms: int | None = None  # the turn (its start) this one goes on with
+
+
+# What a reply may have done and still be taken back when the caller turns out not to have
+# finished: say, listen, keep the draft up to date. Anything else (a ticket, a transfer, an
+# SMS, a hang-up) stands.
+UNDOABLE = (fe.EnterState, fe.Say, fe.Listen, fe.SaveDraft)
+
+
+@dataclass
+class _Resumable:
+    """A caller turn already answered, which the caller may still be in the middle of."""
+
+    started_ms: int
+    speech_end_ms: int
+    text: str
+    state: str
+    conv: fe.Conversation  # the conversation as it was before this turn was handled
+    turn_id: int | None
+    piece_ms: int  # start of its latest piece (the turn itself, or the part after a pause)
 
 
 @dataclass
@@ -139,6 +161,10 @@ class CallSession:
         self.turn_lane = services.decoder.lane(call.call_sid + ":turn")
         self.utt_audio = bytearray()  # the current utterance, for the end-of-turn model
         self.spec: _Speculation | None = None
+        self.resumable: _Resumable | None = None  # the latest turn, while it may go on
+        self.last_turn: tuple[int, int] | None = None  # (start, end of speech) of the latest
+        self.in_flight: int | None = None  # start of the turn being understood and answered
+        self.resuming_ms: int | None = None  # start of the turn the caller is going on with
         self.turn_probs: list[float] = []  # the model's answers in this call (for the record)
         self.eot: dict[str, float] = {}  # the model's answer that ended the latest turn
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -347,6 +373,7 @@ class CallSession:
                 await self._finish_message()
             return
         self.idle_frames = 0
+        self.resumable = None  # a key is an answer: what was said before it is complete
         await self._turn_dtmf(digit)
         await self.queue.put(("event", fe.Digit(digit)))
 
@@ -423,7 +450,17 @@ class CallSession:
         return True
 
     async def _speech_started(self, ev: SpeechStarted) -> None:
-        if self.listen is None or self.ended:
+        last = self.last_turn
+        going_on = (
+            last is not None
+            and self.settings.turn_resume_ms > 0
+            and ev.at_ms - last[1] <= self.settings.turn_resume_ms
+        )
+        if self.ended or (
+            self.listen is None
+            and not (going_on and last is not None and self.in_flight == last[0])
+        ):
+            # Not listening: unless the caller is going on with the turn being answered.
             return
         if not await self._barge_in("speech"):
             # A prompt that may not be cut (the ticket code) is playing. What the caller says
@@ -435,7 +472,11 @@ class CallSession:
         self.idle_frames = 0
         self.utt_audio.clear()
         self.spec = None
-        if self.listen.mode == "message" and self.message_start_ms is None:
+        if going_on and last is not None:
+            # The caller paused and went on before our reply could be an answer to them:
+            # the rest of the same sentence (the reply, if it had started, was cut above).
+            self.resuming_ms = last[0]
+        if self.listen and self.listen.mode == "message" and self.message_start_ms is None:
             self.message_start_ms = ev.at_ms
 
     async def _speech_ended(self, ev: SpeechEnded) -> None:
@@ -462,7 +503,11 @@ class CallSession:
             self.conv.state,
             wait_ms=ev.at_ms - ev.speech_end_ms,
             reason=ev.reason,
+            continues_ms=self.resuming_ms,
         )
+        self.resuming_ms = None
+        self.last_turn = (pending.started_ms, pending.ended_ms)
+        self.in_flight = pending.started_ms
         await self.queue.put(("utterance", pending))
 
     def _tick_idle(self) -> None:
@@ -541,6 +586,17 @@ class CallSession:
         nlu_down = False
         result = None
         spec, self.spec = self.spec, None
+        prev, self.resumable = self.resumable, None
+        if prev is not None and p.continues_ms not in (prev.started_ms, prev.piece_ms):
+            prev = None
+        if prev is not None:
+            # One sentence with a pause inside: understood whole, from where the conversation
+            # was before its first half was answered.
+            text = f"{prev.text} {text}".strip()
+            self.conv = prev.conv
+            spec = None
+            self.timing["resumed"] = 1
+            await self._event("turn_resumed", pause_ms=p.started_ms - prev.speech_end_ms)
         if text and spec is not None and spec.started_ms == p.started_ms:
             # Understood while the end of the turn was being decided: used if it is what the
             # final transcript says.
@@ -558,18 +614,45 @@ class CallSession:
         fragment = await self._correction_fragment(text, result)
         self.timing["nlu_ms"] = (time.monotonic() - p.detected_at) * 1000
         utterance = _utterance(text, result, nlu_down=nlu_down, fragment=fragment)
-        await self._store_caller_turn(
+        turn_id = await self._store_caller_turn(
             "speech",
             text,
-            p.started_ms,
+            prev.started_ms if prev else p.started_ms,
             p.ended_ms,
             transcript,
             result,
-            state=p.state,
+            state=prev.state if prev else p.state,
             nlu_down=nlu_down,
+            replace=prev.turn_id if prev else None,
         )
         self.reply_from = p.detected_at
-        await self._run(self.conv.handle(utterance))
+        before = dataclasses.replace(
+            self.conv,
+            ctx=copy.deepcopy(self.conv.ctx),
+            last_says=list(self.conv.last_says),
+            path=list(self.conv.path),
+        )
+        actions = self.conv.handle(utterance)
+        started = prev.started_ms if prev else p.started_ms
+        if text and all(isinstance(a, UNDOABLE) for a in actions):
+            # Before the reply plays: the caller may start again at once.
+            self.resumable = _Resumable(
+                started,
+                p.ended_ms,
+                text,
+                prev.state if prev else p.state,
+                before,
+                turn_id,
+                p.started_ms,
+            )
+            if self.capturing and self.resuming_ms == p.started_ms:
+                # They already have: no reply to half a sentence (the next turn is the rest).
+                self.in_flight = None
+                return
+        if self.last_turn and self.last_turn[0] == p.started_ms:
+            self.last_turn = (started, p.ended_ms)  # a merged turn starts where its first did
+        self.in_flight = None
+        await self._run(actions)
 
     async def _correction_fragment(self, text: str, result: Any) -> fe.Utterance | None:
         """At a read-back, "không, ở xã Gio Linh": the words after the "không", understood on
@@ -600,7 +683,9 @@ class CallSession:
         *,
         state: str | None = None,
         nlu_down: bool = False,
-    ) -> None:
+        replace: int | None = None,
+    ) -> int | None:
+        """Store (or, for a turn the caller went on with, rewrite) a caller turn: its id."""
         entities = [e.to_dict() for e in result.entities] if result is not None else None
         row = {
             "speaker": "caller",
@@ -617,7 +702,13 @@ class CallSession:
         }
         if row["intent"] is not None:
             self.last_intent = row["intent"]
-        await self._record(lambda db: add_turn(db, self.call.call_sid, **row))
+        if replace is not None:
+            row["words"] = json.dumps(row["words"], ensure_ascii=False) if row["words"] else None
+            row["entities"] = json.dumps(entities, ensure_ascii=False) if entities else None
+            await self._record(lambda db: db.table("turns").update(replace, row))
+            turn_id: int | None = replace
+        else:
+            turn_id = await self._record(lambda db: add_turn(db, self.call.call_sid, **row))
         self._publish(
             "turn",
             speaker="caller",
@@ -626,6 +717,7 @@ class CallSession:
             confidence=row["intent_confidence"],
             start_ms=start,
         )
+        return turn_id
 
     async def _turn_dtmf(self, digit: str) -> None:
         at = self.call.call_ms()

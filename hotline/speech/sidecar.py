@@ -9,9 +9,11 @@ to its sidecar by the caller number, and utterances take the sidecar's speech tu
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -40,14 +42,35 @@ def load_sidecars(directory: Path) -> dict[str, list[str]]:
         if caller in scripts:
             log.warning("sidecar %s: caller %s already used by another sidecar", path, caller)
         scripts[caller] = texts
+        continuations[caller] = _continuations(data.get("turns", []))
     return scripts
+
+
+# caller -> {index of a text: seconds of audio after which the next text (the rest of the same
+# sentence after a pause, `continues: true`) was heard in the same utterance}
+continuations: dict[str, dict[int, float]] = {}
+
+
+def _continuations(turns: list[Any]) -> dict[int, float]:
+    """A sentence said in two pieces with a pause is one utterance if the hotline waited the
+    pause out, or two if it did not: which one the recogniser heard depends on the audio it
+    got, so the script says how much audio holds the first piece and the pause."""
+    out: dict[int, float] = {}
+    spoken = [t for t in turns if isinstance(t, dict) and "text" in t]
+    for i, (first, rest) in enumerate(itertools.pairwise(spoken)):
+        if rest.get("continues") and "at" in first and "at" in rest:
+            pause = float(rest.get("pause", 0.5))
+            first_s = float(first["end"]) - float(first["at"])
+            out[i] = first_s + pause + 0.5 * (float(rest["end"]) - float(rest["at"]))
+    return out
 
 
 class SidecarStream:
     sample_rate = 8000
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, texts: list[str], joins: dict[int, float] | None = None) -> None:
         self._texts = list(texts)
+        self._joins = joins or {}
         self._next = 0
         self._bytes = 0
         self._lock = threading.Lock()
@@ -69,6 +92,10 @@ class SidecarStream:
                 return Transcript("", None, [])
             text = self._texts[self._next]
             self._next += 1
+            join_s = self._joins.get(self._next - 1)
+            if join_s is not None and heard / 16000 >= join_s and self._next < len(self._texts):
+                text = f"{text} {self._texts[self._next]}"  # heard through the pause
+                self._next += 1
         return Transcript(text, 1.0, [Word(w, 1.0) for w in text.split()])
 
     def reset(self) -> None:
@@ -100,4 +127,4 @@ class SidecarEngine:
         texts = load_sidecars(self.directory).get(caller)
         if texts is None:
             log.warning("no sidecar for this caller: utterances will be empty")
-        return SidecarStream(texts or [])
+        return SidecarStream(texts or [], continuations.get(caller))
