@@ -8,17 +8,19 @@ progress on average, calls must arrive at lambda = N / W, W the mean call durati
 by one warm-up call before the ramp (or given with --call-seconds) and then updated with the mean
 of the calls completed so far. When a step begins, the calls in progress are still those of the
 step before; so that the step does not spend a whole call duration climbing to N, the rate is
-nudged by the gap: lambda = max(0, N/W + (N - in_progress) / (W/4)). Arrivals are drawn every
-50 ms with probability lambda * 50 ms (a Poisson stream with that rate). The time-averaged number
-of calls actually in progress during the step is printed as `conc`.
+nudged by the gap: lambda = max(0, N/W + (N - in_progress) / (W/4)). Arrivals are drawn about
+every 50 ms with probability 1 - exp(-lambda * elapsed): a Poisson stream at rate N/W once the
+step has settled. The time-averaged number of calls actually in progress during the step is
+printed as `conc`.
 
 Callers. Each call is one of several caller scripts (a power cut, a flooded road, rubbish, a
 broken street light, a question about a birth certificate), spoken by espeak-ng Vietnamese in
-one of three voices at a few rates, turn by turn with the stand-in's sidecar-script mode: the
+one of four voices at slowish rates, turn by turn with the stand-in's sidecar-script mode: the
 caller waits for the hotline's real prompts (call_flows/main.yml) to finish, pauses 0.3-1.2 s,
 then speaks the next line (the problem; the place "ở thôn ... xã ..."; "đúng rồi"; thanks and
-goodbye), and hangs up after the last reply. The bot's prompts are long, so callers talk about a
-third of the time (`talk %`: caller speech / call duration of the completed calls). espeak-ng
+goodbye), and hangs up after the last reply. The bot's prompts are long (the read-back and the
+ticket code take 15 s each), so callers talk for about a quarter of the call, not a third (`talk%`:
+caller speech / duration of the completed calls). espeak-ng
 Vietnamese is not recognised well by viet-asr (PLATFORM.md), so a call does not always follow
 the intended path (a misunderstanding is asked about, or leads to a voice message): decoding,
 NLU, synthesis and the flow are all real, which is what the load is about.
@@ -72,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import statistics
@@ -300,11 +303,15 @@ class Load:
         w = Window(str(n), n)
 
         async def arrivals() -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
+            last = time.monotonic()
+            end = last + seconds
+            while (now := time.monotonic()) < end:
                 mean_w = self.mean_duration(prior_w)
                 rate = max(0.0, n / mean_w + (n - self.in_progress) / (mean_w / 4))
-                if self.rng.random() < rate * TICK_S:
+                # The loop may oversleep under load: the chance covers the time really passed.
+                chance = 1 - math.exp(-rate * (now - last))
+                last = now
+                if self.rng.random() < chance:
                     script = self.rng.choice(self.scripts)
                     w.calls.append(
                         self.start_call(w.label, script, script.recording(self.tmp, self.rng))
