@@ -40,8 +40,9 @@ Columns (one row per step):
   its final pass (tens of ms); one that falls behind must first decode the backlog of audio
   queued on the call's ASR thread, and that shows here. (The server exposes no other lag
   figure; this one comes from the session's own timing.)
-- `cpu %`: server CPU (hotline + its Rasa child) as a share of all cores (os.cpu_count()), over
-  the step; `rss MiB`: the peak of their summed RSS during the step.
+- `cpu%`: server CPU (hotline + its Rasa child) as a share of all cores (os.cpu_count()), over
+  the step; `cli%`: this client's, likewise (it competes for the same cores); `rssMiB`: the
+  peak of the server's and Rasa's summed RSS during the step.
 - `gap95`: p95 over the calls of the longest wait between two audio frames of one prompt
   (ReplayResult.max_audio_gap_ms): the bot stalling mid-sentence. A stall of 300 ms or more
   also makes the stand-in take the prompt as finished and speak over the rest of it.
@@ -60,7 +61,8 @@ After the ramp: `capacity_p95_500ms: N`, the largest step whose p95 reply latenc
 500 ms (0 if none), on a line of its own for scripts. `--sync N` adds the synchronized worst
 case of bench/calls.py (N identical calls all speaking at the same moments) as a row `sync N`.
 `--repeat K` repeats ramp and sync K times on the same server and prints each cell's median and
-min-max spread. `--turn smart|silence` sets HOTLINE_TURN for the server.
+min-max spread (capacity: the lower median of the runs' capacities). `--turn smart|silence` sets
+HOTLINE_TURN for the server.
 
     .venv/bin/python bench/load.py                       # ramp 4,8,16,24,32, ~9 min
     .venv/bin/python bench/load.py --steps 2 --step-seconds 20 --call-seconds 40   # smoke
@@ -222,6 +224,7 @@ class Window:
     mono: tuple[float, float] = (0.0, 0.0)
     epoch: tuple[float, float] = (0.0, 0.0)
     cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
     rss_peak: float = 0.0
     conc: list[int] = field(default_factory=list)
     calls: list[Placed] = field(default_factory=list)
@@ -291,11 +294,12 @@ class Load:
         pid = self.server.proc.pid  # type: ignore[union-attr]
         stop = asyncio.Event()
         sampler = asyncio.create_task(self.sample(w, stop))
-        cpu0 = proc_stats(pid)[0]
+        cpu0, client0 = proc_stats(pid)[0], time.process_time()
         t0, e0 = time.monotonic(), time.time()
         await body()
         w.mono, w.epoch = (t0, time.monotonic()), (e0, time.time())
         w.cpu_s = proc_stats(pid)[0] - cpu0
+        w.client_cpu_s = time.process_time() - client0
         stop.set()
         await sampler
 
@@ -409,6 +413,7 @@ def row(load: Load, w: Window, by_time: bool) -> dict[str, Any]:
     speech = sum(p.script.speech_s for p in done if p.script is not None)
     dur = sum((p.end or 0) - p.start for p in done if p.script is not None)
     elapsed = w.mono[1] - w.mono[0]
+    cores = os.cpu_count() or 1
     return {
         "step": w.label,
         "started": len(calls),
@@ -422,7 +427,8 @@ def row(load: Load, w: Window, by_time: bool) -> dict[str, Any]:
         "v2v95": pct(v2v, 95),
         "lag50": pct(lag, 50),
         "lag95": pct(lag, 95),
-        "cpu": 100 * w.cpu_s / (elapsed * (os.cpu_count() or 1)) if elapsed else float("nan"),
+        "cpu": 100 * w.cpu_s / (elapsed * cores) if elapsed else float("nan"),
+        "cli": 100 * w.client_cpu_s / (elapsed * cores) if elapsed else float("nan"),
         "rss": w.rss_peak,
         "gap95": pct(gaps, 95),
         "cut": cut,
@@ -447,6 +453,7 @@ COLUMNS = [
     ("lag50", "{:>6}", "{:.0f}"),
     ("lag95", "{:>6}", "{:.0f}"),
     ("cpu", "{:>5}", "{:.0f}"),
+    ("cli", "{:>4}", "{:.0f}"),
     ("rss", "{:>6}", "{:.0f}"),
     ("gap95", "{:>6}", "{:.0f}"),
     ("cut", "{:>4}", "{}"),
@@ -459,6 +466,7 @@ HEADER = {
     "p95": "rp95",
     "p99": "rp99",
     "cpu": "cpu%",
+    "cli": "cli%",
     "rss": "rssMiB",
     "talk": "talk%",
 }
@@ -475,17 +483,27 @@ def format_row(r: dict[str, Any]) -> str:
     return line
 
 
-def spread(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Each numeric cell as 'median [min-max]' over the repeats."""
-    out: dict[str, str] = {"step": rows[0]["step"]}
-    for k, _, f in COLUMNS[1:]:
-        vals = [r[k] for r in rows if r[k] == r[k]]  # drop NaN
-        if not vals:
-            out[k] = "nan"
-            continue
-        med, lo, hi = statistics.median(vals), min(vals), max(vals)
-        out[k] = f.format(med) if lo == hi else f"{f.format(med)} [{f.format(lo)}-{f.format(hi)}]"
-    return out
+def spread(runs: list[list[dict[str, Any]]]) -> str:
+    """Each cell as 'median [min-max]' over the repeats, one line per column, one column per
+    step (the cells are too wide for the per-run layout)."""
+    steps = [r["step"] for r in runs[0]]
+    lines = [f"{'':>8}" + "".join(f"{st:>20}" for st in steps)]
+    for key, _, fmt in COLUMNS[1:]:
+        cells = []
+        for i in range(len(steps)):
+            vals = [run[i][key] for run in runs if run[i][key] == run[i][key]]  # drop NaN
+            if not vals:
+                cells.append("nan")
+                continue
+            med, lo, hi = statistics.median(vals), min(vals), max(vals)
+            ends = "{:.0f}" if fmt == "{}" else fmt  # a count: whole numbers
+            mid = "{:.1f}" if fmt == "{}" and med != int(med) else ends  # unless between two
+            cell = mid.format(med)
+            if lo != hi:
+                cell += f" [{ends.format(lo)}-{ends.format(hi)}]"
+            cells.append(cell)
+        lines.append(f"{HEADER.get(key, key):>8}" + "".join(f"{c:>20}" for c in cells))
+    return "\n".join(lines)
 
 
 def capacity(rows: list[dict[str, Any]]) -> int:
@@ -576,12 +594,10 @@ def main() -> None:
         caps = [capacity(rows) for rows in runs]
         if args.repeat > 1:
             print(f"--- median [min-max] over {args.repeat} runs")
-            print(header())
-            for cells in zip(*runs, strict=True):
-                s = spread(list(cells))
-                print(" ".join(w.format(s[k]) for k, w, _ in COLUMNS))
+            print(spread(runs))
             print(f"capacity per run: {caps}")
-        print(f"capacity_p95_500ms: {int(statistics.median(caps))}")
+        # The lower median: with an even number of runs it is still a step that was measured.
+        print(f"capacity_p95_500ms: {statistics.median_low(caps)}")
     finally:
         server.stop()
         print(f"server log: {server.log_path}")
