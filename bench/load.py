@@ -354,7 +354,8 @@ def cut_offs(db: Any, calls: list[Placed]) -> tuple[int, int, int]:
         rows = list(
             db.query(
                 "SELECT kind, start_ms, end_ms FROM turns WHERE call_sid = ? "
-                "AND speaker = 'caller' AND kind IN ('speech', 'message')",
+                "AND speaker = 'caller' AND kind IN ('speech', 'message') "
+                "AND start_ms IS NOT NULL AND end_ms IS NOT NULL",
                 [p.result.call_sid],
             )
         )
@@ -366,7 +367,7 @@ def cut_offs(db: Any, calls: list[Placed]) -> tuple[int, int, int]:
             )
 
         in_message = [any(r["kind"] == "message" and overlaps(r, s) for r in rows) for s in spoken]
-        speech = [r for r in rows if r["kind"] == "speech" and r["start_ms"] is not None]
+        speech = [r for r in rows if r["kind"] == "speech"]
         merged = set()
         for r in speech:
             hit = [k for k, s in enumerate(spoken) if overlaps(r, s)]
@@ -556,7 +557,12 @@ async def calibrate(server: HotlineServer, scripts: list[Script], tmp: Path) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", default="4,8,16,24,32", help="target concurrencies")
-    ap.add_argument("--step-seconds", type=float, default=100.0, help="arrivals per step")
+    ap.add_argument(
+        "--step-seconds",
+        type=float,
+        default=100.0,
+        help="seconds of arrivals per step (default 100: a ramp of 5 steps takes ~9 min)",
+    )
     ap.add_argument(
         "--call-seconds",
         type=float,
@@ -564,10 +570,10 @@ def main() -> None:
         help="mean call duration W (0: measure with one warm-up call)",
     )
     ap.add_argument("--sync", type=int, default=0, help="also N synchronized callers")
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=1, help="runs, for median and spread")
     ap.add_argument("--turn", choices=["smart", "silence"], default=None, help="HOTLINE_TURN")
     ap.add_argument("--asr", default="vietasr")
-    ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=12, help="arrivals and scripts (run k: seed+k)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
