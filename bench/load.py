@@ -411,7 +411,13 @@ def row(load: Load, w: Window, by_time: bool) -> dict[str, Any]:
                 v2v.append((reply - end) * 1000)
     gaps = [p.result.max_audio_gap_ms() for p in turn_calls if p.result is not None]
     utt, cut, missed = cut_offs(db, done)
-    speech = sum(p.script.speech_s for p in done if p.script is not None)
+    # What the callers really said: a call the hotline ended early did not play its whole script.
+    speech = sum(
+        (t.end_ms - t.start_ms) / 1000
+        for p in done
+        if p.script is not None and p.result is not None
+        for t in p.result.spoken
+    )
     dur = sum((p.end or 0) - p.start for p in done if p.script is not None)
     elapsed = w.mono[1] - w.mono[0]
     cores = os.cpu_count() or 1
