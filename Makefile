@@ -18,7 +18,7 @@ help:
 	@echo "make run     serve the hotline on http://127.0.0.1:8000 (sets everything up first)"
 	@echo "make test    run the test suite (sets everything up first)"
 	@echo "make lint    ruff"
-	@echo "make bench   speech, NLU and end-to-end call benchmarks (figures for the README)"
+	@echo "make bench   speech, NLU, end-to-end call and load benchmarks (figures for the README)"
 	@echo "make screenshots  retake the console screenshots linked from the README"
 	@echo "make models  fetch the Vietnamese Vosk model (needs internet access to alphacephei.com)"
 	@echo "make nlu     train the Rasa NLU model if its data changed"
@@ -72,6 +72,7 @@ bench: setup
 	.venv/bin/python bench/speech.py
 	.venv/bin/python bench/nlu.py
 	.venv/bin/python bench/calls.py
+	.venv/bin/python bench/load.py --sync 16
 
 screenshots: setup
 	.venv/bin/python bench/screenshots.py

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -23,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import pct, proc_stats, reply_latency_events  # noqa: E402
 
 from hotline.audio import pcm16_to_ulaw  # noqa: E402
 from hotline.recordings import _espeak  # noqa: E402
@@ -54,28 +53,6 @@ def make_call(tmp: Path) -> Recording:
     )
 
 
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(cpu seconds, rss MiB) of a process and its children (Rasa included)."""
-    cpu = rss = 0.0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    tick = os.sysconf("SC_CLK_TCK")
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return cpu, rss
-
-
 async def run_calls(
     server: HotlineServer, rec: Recording, n: int
 ) -> tuple[list[float], int, float]:
@@ -87,26 +64,13 @@ async def run_calls(
     )
     wall = time.monotonic() - t0
     ok = [r for r in results if not isinstance(r, BaseException)]
-    sids = [r.call_sid for r in ok]
-    db = server.db()
-    marks = ",".join("?" * len(sids))
-    details = [
-        __import__("json").loads(r["detail"])
-        for r in db.query(
-            f"SELECT detail FROM events WHERE kind = 'reply_latency' AND call_sid IN ({marks})",
-            sids,
-        )
-    ]
+    details = reply_latency_events(server.db(), [r.call_sid for r in ok])
     lat = [float(d["ms"]) for d in details]
     for key in ("asr_ms", "nlu_ms", "tts_ms"):
         vals = [d[key] for d in details if key in d]
         if vals:
             print(f"      {key} (cumulative) p50 {pct(vals, 50):.0f} p95 {pct(vals, 95):.0f}")
     return lat, len(ok), wall
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def main() -> None:

@@ -71,6 +71,16 @@ class Recording:
 
 
 @dataclass
+class SpokenTurn:
+    """One scripted speech turn as the caller's side saw it (for latency benchmarks)."""
+
+    start_ms: int  # call time (20 ms per frame sent) of its first frame
+    end_ms: int  # call time just after its last frame
+    start_wall: float  # monotonic time its first frame was sent
+    end_wall: float  # monotonic time its last frame was sent
+
+
+@dataclass
 class ReplayResult:
     call_sid: str
     stream_sid: str
@@ -101,6 +111,21 @@ class ReplayResult:
 
     # (monotonic time, event) of what the server sent: media, mark, clear
     outbound: list[tuple[float, str]] = field(default_factory=list)
+    # the script's speech turns, in order, as they were sent
+    spoken: list[SpokenTurn] = field(default_factory=list)
+
+    def turn_timings(self) -> list[tuple[float, float | None]]:
+        """(speech_end_wall, first_reply_wall) per scripted speech turn, monotonic seconds: when
+        the caller's last frame went out and when the first media frame after it arrived
+        (None: nothing arrived before the caller spoke again or the call ended). Their
+        difference is the voice-to-voice latency the caller heard."""
+        media = [at for at, event in self.outbound if event == "media"]
+        out: list[tuple[float, float | None]] = []
+        for k, turn in enumerate(self.spoken):
+            until = self.spoken[k + 1].start_wall if k + 1 < len(self.spoken) else float("inf")
+            first = next((at for at in media if turn.end_wall < at < until), None)
+            out.append((turn.end_wall, first))
+        return out
 
     def max_audio_gap_ms(self) -> float:
         """The longest wait between two media messages of one prompt (no mark or clear
@@ -543,7 +568,11 @@ class _Sender:
                 float(turn.get("pause", 0.5 if not turn.get("barge_in") else 0))
             )
             if "at" in turn:
+                start_frame, start_wall = self.frame, time.monotonic()
                 await self.send_audio(rec.segment(float(turn["at"]), float(turn["end"])))
+                self.result.spoken.append(
+                    SpokenTurn(start_frame * 20, self.frame * 20, start_wall, time.monotonic())
+                )
             elif "dtmf" in turn:
                 for digit in str(turn["dtmf"]):
                     await self.send_dtmf(digit)
