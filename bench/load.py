@@ -56,6 +56,10 @@ Columns (one row per step):
   more utterances merged them; both count as cut. `miss` counts utterances no server turn
   covered (spoken while the hotline was not listening, e.g. after it hung up). Utterances
   inside a voice message (kind='message', one turn by design) are not counted.
+- `spec%`: of the replies whose turn had a speculative parse (the partial transcript understood
+  while the end of the turn was decided), the share where the final transcript said the same,
+  so that parse was used; `rsm`: replies to a sentence the caller went on with after a pause
+  (two parts understood as one, HOTLINE_TURN_RESUME_MS).
 
 After the ramp: `capacity_p95_500ms: N`, the largest step whose p95 reply latency was at most
 500 ms (0 if none), on a line of its own for scripts. `--sync N` adds the synchronized worst
@@ -402,6 +406,8 @@ def row(load: Load, w: Window, by_time: bool) -> dict[str, Any]:
         turn_calls = done
     lat = [float(e["ms"]) for e in events]
     lag = [float(e["asr_ms"]) for e in events if "asr_ms" in e]
+    spec = [int(e["nlu_speculative"]) for e in events if "nlu_speculative" in e]
+    resumed = sum(1 for e in events if e.get("resumed"))
     v2v = []
     for p in turn_calls:
         if p.result is None:
@@ -442,6 +448,8 @@ def row(load: Load, w: Window, by_time: bool) -> dict[str, Any]:
         "utt": utt,
         "miss": missed,
         "talk": 100 * speech / dur if dur else float("nan"),
+        "spec": 100 * sum(spec) / len(spec) if spec else float("nan"),
+        "resumed": resumed,
         "errors": sorted({p.error for p in calls if p.error}),
     }
 
@@ -467,6 +475,8 @@ COLUMNS = [
     ("utt", "{:>4}", "{}"),
     ("miss", "{:>4}", "{}"),
     ("talk", "{:>5}", "{:.0f}"),
+    ("spec", "{:>5}", "{:.0f}"),
+    ("resumed", "{:>4}", "{}"),
 ]
 HEADER = {
     "p50": "rp50",
@@ -476,6 +486,8 @@ HEADER = {
     "cli": "cli%",
     "rss": "rssMiB",
     "talk": "talk%",
+    "spec": "spec%",
+    "resumed": "rsm",
 }
 
 

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from hotline.calls import add_event, add_turn, upsert_call
 from hotline.dialogue import engine as fe
 from hotline.nlu.gazetteer import place_of
+from hotline.speech.recognizer import Transcript, mean_confidence
 from hotline.speech.scheduler import AUDIO, FINAL
 from hotline.speech.turns import EndCandidate, SpeechEnded, SpeechStarted, TurnDetector
 from hotline.text import fold
@@ -85,6 +86,15 @@ def _utterance(
     )
 
 
+def _joined(parts: list[Any]) -> Transcript:
+    """One transcript from the pieces of an utterance decoded separately."""
+    if len(parts) == 1:
+        return parts[0]
+    words = [w for t in parts for w in t.words]
+    text = " ".join(t.text.strip() for t in parts if t.text.strip())
+    return Transcript(text=text, confidence=mean_confidence(words), words=words)
+
+
 @dataclass
 class _Pending:
     """An utterance whose transcript is being decoded."""
@@ -97,6 +107,7 @@ class _Pending:
     wait_ms: int = 0  # from the end of the caller's speech to the end of the turn (stream time)
     reason: str = "silence"
     continues_ms: int | None = None  # the turn (its start) this one goes on with
+    heads: list[Future[Any]] = field(default_factory=list)  # finals of its earlier pieces
 
 
 # What a reply may have done and still be taken back when the caller turns out not to have
@@ -161,6 +172,13 @@ class CallSession:
         self.turn_lane = services.decoder.lane(call.call_sid + ":turn")
         self.utt_audio = bytearray()  # the current utterance, for the end-of-turn model
         self.spec: _Speculation | None = None
+        # A final decoded at an end candidate (speculatively), the audio held since, and the
+        # finals of the pieces of this utterance the caller went on from.
+        self.spec_final: Future[Any] | None = None
+        self.held: bytearray | None = None
+        self.held_for: EndCandidate | None = None
+        self.heads: list[Future[Any]] = []
+        self.spec_used_for: EndCandidate | None = None  # the candidate whose final ended a turn
         self.resumable: _Resumable | None = None  # the latest turn, while it may go on
         self.last_turn: tuple[int, int] | None = None  # (start, end of speech) of the latest
         self.in_flight: int | None = None  # start of the turn being understood and answered
@@ -284,12 +302,12 @@ class CallSession:
                 await self._speech_started(ev)
         audio = self.detector.take_audio()
         if self.capturing and audio:
-            self.decode.accept(self.asr.accept, audio)
             self.utt_audio += audio
             if len(self.utt_audio) > 2 * TURN_AUDIO_BYTES:
                 del self.utt_audio[:-TURN_AUDIO_BYTES]
+            self._feed(audio)
             self.speech_frames += 1
-            if self.speech_frames % PARTIAL_EVERY_FRAMES == 0:
+            if self.held is None and self.speech_frames % PARTIAL_EVERY_FRAMES == 0:
                 fut = self.decode.partial(self.asr.partial)  # None: decoding is behind
                 if fut is not None:
                     fut.add_done_callback(self._partial_done)
@@ -300,18 +318,42 @@ class CallSession:
                 await self._speech_ended(ev)
         self._tick_idle()
 
+    def _feed(self, audio: bytes) -> None:
+        """Audio to the recogniser, unless a speculative final is out: then it is held until
+        the turn ends (it was trailing silence) or the caller goes on (then the final is the
+        head of the sentence, and the held audio starts its next piece)."""
+        cand = self.held_for
+        if self.held is None or cand is None:
+            self.decode.accept(self.asr.accept, audio)
+            return
+        if self.detector.in_utterance and not self.detector.is_current(cand):
+            self._resume_after_speculation()
+            self.decode.accept(self.asr.accept, audio)
+        else:
+            self.held += audio
+
+    def _resume_after_speculation(self) -> None:
+        if self.spec_final is not None:
+            self.heads.append(self.spec_final)
+        if self.held:
+            self.decode.accept(self.asr.accept, bytes(self.held))
+        self.spec_final, self.held, self.held_for = None, None, None
+
     def _end_candidate(self, ev: EndCandidate) -> None:
-        """The caller went quiet. Start understanding what they said so far (used if the
-        final transcript says the same), and in smart mode ask the model if they finished."""
+        """The caller went quiet. Decode what they said so far and start understanding it
+        (used if the turn ends here), and in smart mode ask the model if they finished."""
         if not self.capturing or self.listen is None or self.listen.mode == "message":
             return
         loop = asyncio.get_running_loop()
+        if self.held is None:
+            heads = list(self.heads)
+            fut = self._asr(self.asr.final, priority=FINAL)
+            self.spec_final, self.held, self.held_for = fut, bytearray(), ev
 
-        def partial_done(fut: Future[Any]) -> None:
-            if not fut.exception():
-                loop.call_soon_threadsafe(self._speculate, ev, fut.result())
+            def final_done(f: Future[Any]) -> None:
+                loop.call_soon_threadsafe(self._speculate, ev, heads, f)
 
-        self._asr(self.asr.partial, priority=FINAL).add_done_callback(partial_done)
+            fut.add_done_callback(final_done)
         if self.turn_model is None:
             return
         t0 = time.monotonic()
@@ -324,9 +366,12 @@ class CallSession:
             self.turn_model.complete_probability, bytes(self.utt_audio), priority=FINAL
         ).add_done_callback(model_done)
 
-    def _speculate(self, ev: EndCandidate, text: str) -> None:
-        text = (text or "").strip()
-        if not text or not self.capturing or not self.detector.is_current(ev):
+    def _speculate(self, ev: EndCandidate, heads: list[Future[Any]], fut: Future[Any]) -> None:
+        holding = self.held_for is ev and self.capturing and self.detector.is_current(ev)
+        if fut.exception() or not (holding or self.spec_used_for is ev):
+            return  # the caller went on: this is only the head of the sentence
+        text = _joined([h.result() for h in heads if not h.exception()] + [fut.result()]).text
+        if not text:
             return
         task = asyncio.get_running_loop().create_task(self.sv.nlu.parse(text))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "unretrieved"
@@ -472,6 +517,7 @@ class CallSession:
         self.idle_frames = 0
         self.utt_audio.clear()
         self.spec = None
+        self.heads, self.spec_final, self.held, self.held_for = [], None, None, None
         if going_on and last is not None:
             # The caller paused and went on before our reply could be an answer to them:
             # the rest of the same sentence (the reply, if it had started, was cut above).
@@ -495,8 +541,22 @@ class CallSession:
         await self._queue_utterance(ev)
 
     async def _queue_utterance(self, ev: SpeechEnded) -> None:
+        cand = self.held_for
+        if (
+            self.spec_final is not None
+            and cand is not None
+            and cand.speech_end_ms == ev.speech_end_ms
+        ):
+            final = self.spec_final  # decoded at the candidate: nothing was said since
+            self.spec_used_for = cand
+        else:
+            if self.held is not None:
+                self._resume_after_speculation()
+            final = self._asr(self.asr.final, priority=FINAL)
+        heads, self.heads = self.heads, []
+        self.spec_final, self.held, self.held_for = None, None, None
         pending = _Pending(
-            self._asr(self.asr.final, priority=FINAL),
+            final,
             ev.started_ms,
             ev.speech_end_ms,
             time.monotonic(),
@@ -504,6 +564,7 @@ class CallSession:
             wait_ms=ev.at_ms - ev.speech_end_ms,
             reason=ev.reason,
             continues_ms=self.resuming_ms,
+            heads=heads,
         )
         self.resuming_ms = None
         self.last_turn = (pending.started_ms, pending.ended_ms)
@@ -574,7 +635,11 @@ class CallSession:
                         await self._run(self.conv._go(fe.Transition("operator")))
 
     async def _utterance(self, p: _Pending) -> None:
-        transcript = await asyncio.wrap_future(p.future)
+        pieces = []
+        for head in p.heads:  # decoded at pauses the caller then went on from
+            with contextlib.suppress(Exception):
+                pieces.append(await asyncio.wrap_future(head))
+        transcript = _joined([*pieces, await asyncio.wrap_future(p.future)])
         self.timing = {
             "asr_ms": (time.monotonic() - p.detected_at) * 1000,
             "wait_ms": p.wait_ms,
