@@ -32,6 +32,7 @@ from hotline import recovery
 from hotline.config import Settings
 from hotline.live import LiveHub
 from hotline.store import Store
+from hotline.telephony.admission import Admission
 from hotline.telephony.rest import TwilioRest
 from hotline.telephony.signature import SignatureChecker
 from hotline.telephony.stream import MediaStreamServer, TwilioCall
@@ -55,6 +56,7 @@ class Services:
     rest: TwilioRest
     live: LiveHub
     media: MediaStreamServer | None = None
+    admission: Admission | None = None
     asr: Any = None
     tts: Any = None
     flow: Any = None
@@ -117,6 +119,7 @@ class Services:
             "status": self.state(),
             "accepting_calls": self.ready() and bool(self.media and self.media.accepting),
             "calls_active": len(self.media.active) if self.media else 0,
+            "admission": self.admission.status() if self.admission else None,
             "asr": getattr(self.asr, "name", None),
             "tts": self.tts is not None,
             "flows": self.flow is not None,
@@ -269,6 +272,10 @@ def _load_components(services: Services) -> None:
     services.kb = KnowledgeBase.load(s.call_flows_dir / "knowledge.yml")
     services.router = Router.load(s.call_flows_dir / "routing.yml")
     flow = load_flows(s.call_flows_dir)
+    if services.admission is not None and "overflow" not in flow.entries:
+        # No way into the flow for an overflow stream: past the limit, the <Say> busy message.
+        log.warning("call flow has no 'overflow' entry: calls past HOTLINE_MAX_CALLS hear busy")
+        services.admission.max_overflow = 0
     services.asr = load_engine(s)
     tts = Synthesizer(s.tts_cache_dir, voice=s.tts_voice, rate=s.tts_rate, volume=s.tts_volume)
     tts.start()
@@ -300,6 +307,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.twilio_sms_from,
         ),
         live=LiveHub(),
+        admission=Admission.from_settings(settings),
     )
 
     def make_handler(call: TwilioCall) -> Any:
@@ -341,6 +349,7 @@ def create_app(settings: Settings) -> FastAPI:
             transfer_fn=transfer,
             settings=settings,
         )
+        services.media.admission = services.admission
         from hotline.nlu.client import NLUClient
 
         services.nlu = NLUClient(
