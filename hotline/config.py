@@ -96,8 +96,8 @@ class Settings(BaseSettings):
     # Admission control (README "Admission control"): calls taken live at once; past it a call
     # hears the busy prompt and may leave a voice message (an overflow stream, much cheaper).
     max_calls: int = Field(16, ge=1, le=1000)
-    # Overflow streams at once (empty: as many as HOTLINE_MAX_CALLS; 0: none, a <Say> busy
-    # message and hang-up); past it the caller hears that <Say> message.
+    # Overflow streams at once (unset: a quarter of HOTLINE_MAX_CALLS, at least 1; 0: none);
+    # past it the caller hears a <Say> busy message and the call is hung up.
     max_overflow_calls: int | None = Field(None, ge=0, le=1000)
     # Per stream: largest WebSocket message, largest decoded media payload (Twilio sends 160
     # bytes), largest timestamp jump one message may fill with silence, messages per second

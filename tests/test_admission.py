@@ -65,6 +65,16 @@ def test_admission_counts_live_then_overflow_then_busy() -> None:
         Admission(0, 1)
 
 
+def test_overflow_cap_from_settings() -> None:
+    from hotline.config import Settings
+
+    assert Admission.from_settings(Settings(max_calls=16)).max_overflow == 4
+    assert Admission.from_settings(Settings(max_calls=2)).max_overflow == 1
+    assert Admission.from_settings(Settings(max_calls=8, max_overflow_calls=0)).max_overflow == 0
+    with pytest.raises(ValueError):
+        Settings(max_calls=0)  # no "unlimited": a limit is what keeps calls in progress fast
+
+
 def test_a_call_whose_stream_never_comes_frees_its_slot() -> None:
     clock = Clock()
     a = Admission(1, 0, pending_s=15, clock=clock)

@@ -28,6 +28,13 @@ MODES: tuple[str, ...] = ("live", "overflow")
 PENDING_S = 15.0
 
 
+def default_overflow(max_calls: int) -> int:
+    """Overflow streams allowed when HOTLINE_MAX_OVERFLOW_CALLS is unset. They skip the NLU and
+    are short, but the message is still decoded while the caller speaks: a quarter of the live
+    limit bounds what they add to the live calls' load."""
+    return max(1, max_calls // 4)
+
+
 @dataclass
 class _Slot:
     mode: Mode
@@ -55,7 +62,7 @@ class Admission:
     def from_settings(cls, settings: object) -> Admission:
         max_calls: int = settings.max_calls  # type: ignore[attr-defined]
         overflow = settings.max_overflow_calls  # type: ignore[attr-defined]
-        return cls(max_calls, max_calls if overflow is None else overflow)
+        return cls(max_calls, default_overflow(max_calls) if overflow is None else overflow)
 
     def _expire(self) -> None:
         now = self._clock()
