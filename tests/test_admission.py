@@ -334,6 +334,12 @@ async def test_past_the_overflow_cap_a_say_busy_and_status_callbacks_free_slots(
     assert "<Connect" not in busy and "<Hangup" in busy and BUSY_APOLOGY in busy
     assert call_row(server, c)["outcome"] == "overflow"
     assert events(server, c, "overflow")[0]["detail"]["answer"] == "say"
+    # Twilio retrying (or anyone replaying) a webhook: the same answer, no second slot or event.
+    again = parse_connect_stream(await post_voice(server, b))[1]
+    assert again[MODE_PARAMETER] == "overflow"
+    assert BUSY_APOLOGY in await post_voice(server, c)
+    assert len(events(server, b, "overflow")) == len(events(server, c, "overflow")) == 1
+    assert admission(server)["overflow"] == 1
     await post_status(server, c, "completed")
     assert call_row(server, c)["outcome"] == "overflow"  # not "not_answered": it was busy
     # A's caller hung up while it rang: Twilio's status callback frees the line for D.

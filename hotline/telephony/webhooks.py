@@ -164,14 +164,17 @@ async def voice(request: Request) -> Response:
     admission = getattr(services, "admission", None)
     decision = admission.decide(call_sid) if admission is not None else "live"
     if decision != "live":
-        return await _overflow(services, call_sid, caller, decision)
+        return await _overflow(services, call_sid, caller, decision, first=state == "new")
     log.info("call %s from %s: answering with a media stream", call_sid, mask_number(caller))
     return Response(connect_twiml(services, call_sid), media_type=XML)
 
 
-async def _overflow(services: Any, call_sid: str, caller: str, decision: str) -> Response:
+async def _overflow(
+    services: Any, call_sid: str, caller: str, decision: str, *, first: bool
+) -> Response:
     """A call past HOTLINE_MAX_CALLS: an overflow stream (busy prompt, voice message), or past
-    the overflow cap too, a <Say> busy message. Either way the call is marked as overflow."""
+    the overflow cap too, a <Say> busy message. Either way the call is marked as overflow, on
+    its first webhook only (a replayed one must not grow the database)."""
     admission = services.admission
     live, limit = admission.count("live"), admission.max_calls
     answer = "stream" if decision == "overflow" else "say"
@@ -189,10 +192,11 @@ async def _overflow(services: Any, call_sid: str, caller: str, decision: str) ->
         upsert_call(db, call_sid, outcome="overflow")
         add_event(db, call_sid, "overflow", live=live, limit=limit, answer=answer)
 
-    try:
-        await services.store.arun(write)
-    except STORAGE_ERRORS as exc:  # the call was recorded a moment ago; the caller still hears
-        log.error("call %s: overflow not stored: %s", call_sid, exc)
+    if first:
+        try:
+            await services.store.arun(write)
+        except STORAGE_ERRORS as exc:  # the call was recorded a moment ago; the caller hears
+            log.error("call %s: overflow not stored: %s", call_sid, exc)
     if decision == "overflow":
         return Response(connect_twiml(services, call_sid, "overflow"), media_type=XML)
     return Response(twiml.apology(BUSY_APOLOGY), media_type=XML)
