@@ -33,6 +33,7 @@ from hotline.config import Settings
 from hotline.live import LiveHub
 from hotline.speech.scheduler import DecodeScheduler
 from hotline.store import Store
+from hotline.telephony.admission import Admission
 from hotline.telephony.rest import TwilioRest
 from hotline.telephony.signature import SignatureChecker
 from hotline.telephony.stream import MediaStreamServer, TwilioCall
@@ -56,6 +57,7 @@ class Services:
     rest: TwilioRest
     live: LiveHub
     media: MediaStreamServer | None = None
+    admission: Admission | None = None
     asr: Any = None
     decoder: Any = None  # hotline.speech.scheduler.DecodeScheduler, shared by every call
     turn_model: Any = None  # hotline.speech.endpoint.EndOfTurnModel when HOTLINE_TURN=smart
@@ -120,6 +122,7 @@ class Services:
             "status": self.state(),
             "accepting_calls": self.ready() and bool(self.media and self.media.accepting),
             "calls_active": len(self.media.active) if self.media else 0,
+            "admission": self.admission.status() if self.admission else None,
             "asr": getattr(self.asr, "name", None),
             "tts": self.tts is not None,
             "flows": self.flow is not None,
@@ -272,6 +275,10 @@ def _load_components(services: Services) -> None:
     services.kb = KnowledgeBase.load(s.call_flows_dir / "knowledge.yml")
     services.router = Router.load(s.call_flows_dir / "routing.yml")
     flow = load_flows(s.call_flows_dir)
+    if services.admission is not None and "overflow" not in flow.entries:
+        # No way into the flow for an overflow stream: past the limit, the <Say> busy message.
+        log.warning("call flow has no 'overflow' entry: calls past HOTLINE_MAX_CALLS hear busy")
+        services.admission.max_overflow = 0
     services.asr = load_engine(s)
     services.decoder = DecodeScheduler(s.decode_workers or None)
     if s.turn == "smart":
@@ -308,6 +315,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.twilio_sms_from,
         ),
         live=LiveHub(),
+        admission=Admission.from_settings(settings),
     )
 
     def make_handler(call: TwilioCall) -> Any:
@@ -349,6 +357,7 @@ def create_app(settings: Settings) -> FastAPI:
             transfer_fn=transfer,
             settings=settings,
         )
+        services.media.admission = services.admission
         from hotline.nlu.client import NLUClient
 
         services.nlu = NLUClient(

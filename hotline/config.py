@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     stream_idle_s: float = Field(15.0, ge=2.0, le=300.0)
     # The longest call; past it the caller is hung up on (hangup_reason max_duration).
     max_call_s: float = Field(1800.0, ge=5.0, le=4 * 3600.0)
+    # Admission control (README "Admission control"): calls taken live at once; past it a call
+    # hears the busy prompt and may leave a voice message (an overflow stream, much cheaper).
+    max_calls: int = Field(16, ge=1, le=1000)
+    # Overflow streams at once (unset: a quarter of HOTLINE_MAX_CALLS, at least 1; 0: none);
+    # past it the caller hears a <Say> busy message and the call is hung up.
+    max_overflow_calls: int | None = Field(None, ge=0, le=1000)
     # Per stream: largest WebSocket message, largest decoded media payload (Twilio sends 160
     # bytes), largest timestamp jump one message may fill with silence, messages per second
     # (a --fast replay sends about 1000), protocol errors before the stream is closed.

@@ -30,6 +30,7 @@ OUTCOME_LABELS: dict[str, str] = {
     "no_input": "Không nói gì",
     "abandoned": "Bỏ dở",
     "not_answered": "Không kết nối",
+    "overflow": "Quá tải — để lại lời nhắn",
 }
 
 HANGUP_LABELS: dict[str, str] = {
@@ -76,6 +77,8 @@ OUTCOME_GROUPS: dict[str, tuple[str, ...]] = {
     "Thành phản ánh": ("ticket", "message"),
     "Chuyển người trực": ("transferred",),
     "Bỏ dở / không nói": ("abandoned", "no_input"),
+    # Past HOTLINE_MAX_CALLS: busy prompt and a voice message (hotline/telephony/admission.py).
+    "Quá tải — để lại lời nhắn": ("overflow",),
 }
 
 CATEGORY_LABELS: dict[str, str] = {
@@ -591,10 +594,18 @@ class Dashboard:
     open_agency_codes: list[str] = field(default_factory=list)
     category_codes: list[str] = field(default_factory=list)
     test_calls: int = 0
+    overflow: int = 0  # calls past HOTLINE_MAX_CALLS: they never reached the bot
+    overflow_messages: int = 0  # ...of which left a voice message that became a ticket
+    prev_overflow: int = 0
+
+    @property
+    def bot_calls(self) -> int:
+        """The calls the bot took: containment's denominator."""
+        return self.total_calls - self.overflow
 
     @property
     def containment(self) -> float | None:
-        return self.contained / self.total_calls if self.total_calls else None
+        return self.contained / self.bot_calls if self.bot_calls else None
 
     @property
     def on_time_rate(self) -> float | None:
@@ -606,7 +617,8 @@ class Dashboard:
 
     @property
     def prev_containment(self) -> float | None:
-        return self.prev_contained / self.prev_total if self.prev_total else None
+        bot = self.prev_total - self.prev_overflow
+        return self.prev_contained / bot if bot else None
 
 
 # "Calls finished without a person": the bot answered the question, gave a ticket's status, or
@@ -617,7 +629,8 @@ CONTAINMENT_DEFINITION = (
     "Tỉ lệ cuộc gọi xong mà không cần người: máy đã giải đáp, đã báo kết quả phiếu, hoặc máy"
     " tự tạo phiếu được người gọi xác nhận; chia cho mọi cuộc gọi (trừ cuộc gọi thử)."
     " Cuộc gọi khẩn cấp, chuyển người trực, để lại lời nhắn, bỏ dở hay không nói đều không tính"
-    " là máy tự xử lý."
+    " là máy tự xử lý. Cuộc gọi quá tải (mọi đường dây bận, chỉ để lại lời nhắn) không tới máy"
+    " trả lời nên không tính vào tỉ lệ này."
 )
 AGE_BANDS: tuple[tuple[str, int, int | None, str], ...] = (
     ("Dưới 1 ngày", 0, 1, ""),
@@ -636,7 +649,9 @@ def _calls_in(db: sqlite_utils.Database, start: str, end: str) -> list[dict[str,
             f"SELECT c.started_at, c.outcome, {TEST_CALL_SQL} AS is_test,"
             " EXISTS (SELECT 1 FROM tickets t JOIN ticket_history h ON h.ticket_id = t.id"
             " WHERE t.call_sid = c.call_sid AND h.action = 'confirmed' AND h.actor = 'hotline')"
-            " AS bot_ticket FROM calls c WHERE c.started_at >= ? AND c.started_at < ?",
+            " AS bot_ticket, EXISTS (SELECT 1 FROM tickets t WHERE t.call_sid = c.call_sid"
+            " AND t.confirmed = 1) AS has_ticket"
+            " FROM calls c WHERE c.started_at >= ? AND c.started_at < ?",
             [start, end],
         )
     )
@@ -690,6 +705,9 @@ def dashboard(db: sqlite_utils.Database, d_from: date, d_to: date, tz: ZoneInfo)
         key = row["outcome"] or "abandoned"
         outcomes[key] = outcomes.get(key, 0) + 1
         out.contained += is_contained(row)
+        if key == "overflow":
+            out.overflow += 1
+            out.overflow_messages += bool(row["has_ticket"])
     # The period before, as long as this one.
     days = (d_to - d_from).days + 1
     p_start, _ = local_day_bounds(d_from - timedelta(days=days), tz)
@@ -697,6 +715,7 @@ def dashboard(db: sqlite_utils.Database, d_from: date, d_to: date, tz: ZoneInfo)
         if not row["is_test"]:
             out.prev_total += 1
             out.prev_contained += is_contained(row)
+            out.prev_overflow += row["outcome"] == "overflow"
     day = d_from
     while day <= d_to:
         out.calls_per_day.append((day.strftime("%d/%m"), per_day.get(day, 0)))

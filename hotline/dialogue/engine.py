@@ -204,6 +204,8 @@ OUTCOME_RANK = [
     "ticket",
     "transferred",
     "emergency",
+    # Past HOTLINE_MAX_CALLS: whatever such a call did (a voice message), it is counted as overflow.
+    "overflow",
 ]
 
 DIGIT_WORDS = ["không", "một", "hai", "ba", "bốn", "năm", "sáu", "bảy", "tám", "chín"]
@@ -287,8 +289,14 @@ class Conversation:
     ended: bool = False
 
     # --- public ---------------------------------------------------------------------------
-    def start(self) -> list[Action]:
-        return self._enter(self.flow.start)
+    def start(self, entry: str | None = None) -> list[Action]:
+        """Enter the flow at its start, or at a named entry (`overflow`, see Flow.entries)."""
+        if entry is None:
+            return self._enter(self.flow.start)
+        if entry not in self.flow.entries:
+            raise ValueError(f"{self.flow.path}: no entry {entry!r} (define it under 'entries')")
+        self.ctx["entry"] = entry
+        return self._enter(self.flow.entries[entry])
 
     @property
     def current(self) -> State:
@@ -815,6 +823,8 @@ class Conversation:
                 return int(c.get("incident_reports") or 1) > 1
             case "ticket_resolved":
                 return bool(c.get("lookup_resolved"))
+            case "overflow_call":
+                return c.get("entry") == "overflow"
         raise ValueError(f"unknown condition {name!r}")
 
     def _draft(self) -> dict[str, Any]:

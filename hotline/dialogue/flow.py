@@ -93,6 +93,7 @@ CONDITIONS = {
     "has_report",
     "ticket_resolved",
     "incident_known",
+    "overflow_call",
 }
 OUTCOMES = {
     "ticket",
@@ -104,6 +105,7 @@ OUTCOMES = {
     "no_input",
     "status_given",
     "goodbye",
+    "overflow",
 }
 # reprompt: say the state's retry; repeat_last: what was last said; return: enter the current
 # state again (after a digression, the caller is brought back to where they were).
@@ -182,6 +184,8 @@ class Flow:
     clarify_margin: float = 0.0
     clarify_floor: float = 0.5  # ...and together carry at least this much confidence
     clarify_state: str | None = None
+    # Other ways into the flow than `start`, by name (`overflow`: a call past HOTLINE_MAX_CALLS).
+    entries: dict[str, str] = field(default_factory=dict)
 
     def prompt(self, key: str) -> str:
         return self.prompts[key]
@@ -281,6 +285,15 @@ class _Loader:
                 raise self.fail(f"{where}[{i}]", f"unknown condition {cond!r}")
             out.append(Branch(cond, negate, str(item["goto"])))
         return tuple(out)
+
+    def entries(self, raw: Any) -> dict[str, str]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
+            raise self.fail("entries", "map entry names to state names")
+        return dict(raw)
 
     def grammars(self, raw: Any) -> dict[str, list[str]]:
         if raw is None:
@@ -440,6 +453,7 @@ class _Loader:
             clarify_margin=float(limits.get("clarify_margin", 0.0)),
             clarify_floor=float(limits.get("clarify_floor", 0.5)),
             clarify_state=limits.get("clarify_state"),
+            entries=self.entries(raw.get("entries")),
         )
         self.check(flow)
         return flow
@@ -469,6 +483,9 @@ class _Loader:
 
         if flow.start not in names:
             raise FlowError(f"{self.path}: start state {flow.start!r} is not defined")
+        for entry, state in flow.entries.items():
+            if state not in names:
+                raise self.fail(f"entries.{entry}", f"unknown state {state!r}")
         for key in ("silence_exhausted", "nomatch_exhausted", "clarify_state"):
             target(f"limits.{key}", getattr(flow, key))
         prompts("limits", (flow.reprompt_silence, flow.reprompt_nomatch))
@@ -526,7 +543,7 @@ class _Loader:
                 raise self.fail(where, "a state that does not listen needs 'next' or 'do: hangup'")
         # Every state must be reachable from the start or from a global handler.
         reachable: set[str] = set()
-        todo = [flow.start, flow.silence_exhausted, flow.nomatch_exhausted]
+        todo = [flow.start, flow.silence_exhausted, flow.nomatch_exhausted, *flow.entries.values()]
         todo += [flow.clarify_state] if flow.clarify_state else []
         todo += [
             t.goto

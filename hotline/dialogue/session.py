@@ -257,7 +257,8 @@ class CallSession:
         )
         await self._record(lambda db: upsert_call(db, self.call.call_sid, asr_engine=self.asr_name))
         starting = getattr(self.sv, "nlu_starting", None)
-        if starting is not None and not self.sv.nlu_ok and starting():
+        overflow = getattr(self.call, "mode", "live") == "overflow"  # admission.py: no NLU used
+        if starting is not None and not self.sv.nlu_ok and starting() and not overflow:
             # Rasa is still loading: greet and hold rather than say understanding is broken.
             self._hold = asyncio.create_task(self._hold_until_nlu(), name="hold")
             return
@@ -618,7 +619,8 @@ class CallSession:
             kind = item[0]
             try:
                 if kind == "start":
-                    await self._run(self.conv.start())
+                    overflow = getattr(self.call, "mode", "live") == "overflow"
+                    await self._run(self.conv.start("overflow" if overflow else None))
                 elif kind == "utterance":
                     await self._utterance(item[1])
                 elif kind == "event":

@@ -7,6 +7,10 @@ it back in `start.customParameters`. The credential is an HMAC over the CallSid 
 keyed from the Twilio auth token and the server's secret. It is single-use through the call
 record: a stream is admitted only while its call is `ringing` with no stream yet, and admitting
 it moves the call on (see `MediaStreamServer`).
+
+The credential also binds the stream's mode (`live`, or `overflow` past HOTLINE_MAX_CALLS, see
+hotline/telephony/admission.py), which travels as a second <Parameter>: a client that edits
+the mode no longer matches the MAC, so it cannot pick a mode the webhook did not give it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import hmac
 import time
 
 PARAMETER = "streamToken"
+MODE_PARAMETER = "streamMode"
+DEFAULT_MODE = "live"
 _CONTEXT = b"hotline media stream credential v1"
 
 
@@ -34,24 +40,33 @@ class StreamCredentials:
             settings.stream_token_ttl_s,  # type: ignore[attr-defined]
         )
 
-    def _mac(self, call_sid: str, expires: int) -> str:
-        msg = f"{call_sid}\0{expires}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+    def _mac(self, call_sid: str, expires: int, mode: str) -> str:
+        msg = f"{call_sid}\0{expires}"
+        if mode != DEFAULT_MODE:  # a live call's credential is the same as before modes
+            msg += f"\0{mode}"
+        return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()
 
-    def issue(self, call_sid: str, now: float | None = None) -> str:
+    def issue(self, call_sid: str, now: float | None = None, mode: str = DEFAULT_MODE) -> str:
         expires = int((now if now is not None else time.time()) + self.ttl_s)
-        return f"{expires}.{self._mac(call_sid, expires)}"
+        return f"{expires}.{self._mac(call_sid, expires, mode)}"
 
-    def check(self, call_sid: str, token: str | None, now: float | None = None) -> str | None:
-        """None if the credential is good for this call now, else why not (for the log)."""
+    def check(
+        self,
+        call_sid: str,
+        token: str | None,
+        now: float | None = None,
+        mode: str | None = None,
+    ) -> str | None:
+        """None if the credential is good for this call, in this mode, now; else why not (for
+        the log). No mode given is the live mode."""
         if not token:
             return "no stream credential"
         expires_text, _, mac = token.partition(".")
         if not expires_text.isdigit() or len(expires_text) > 12 or len(mac) != 64:
             return "malformed stream credential"
         expires = int(expires_text)
-        if not hmac.compare_digest(mac, self._mac(call_sid, expires)):
-            return "stream credential not issued for this call"
+        if not hmac.compare_digest(mac, self._mac(call_sid, expires, mode or DEFAULT_MODE)):
+            return "stream credential not issued for this call and mode"
         if expires < (now if now is not None else time.time()):
             return "stream credential expired"
         return None

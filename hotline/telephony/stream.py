@@ -30,7 +30,8 @@ from hotline.logs import Throttle
 from hotline.recording import CallRecorder
 from hotline.store import Store, now_iso
 from hotline.telephony import protocol, twiml
-from hotline.telephony.credentials import PARAMETER, StreamCredentials
+from hotline.telephony.admission import MODES
+from hotline.telephony.credentials import MODE_PARAMETER, PARAMETER, StreamCredentials
 from hotline.telephony.player import Player
 from hotline.telephony.signature import SIGNATURE_HEADER, SignatureChecker
 
@@ -130,6 +131,9 @@ class TwilioCall:
     recorder: CallRecorder
     websocket: WebSocket
     transfer_fn: Callable[[str, str], Any] | None = None  # (call_sid, twiml) -> awaitable bool
+    # "live", or "overflow": past HOTLINE_MAX_CALLS, only the busy prompt and a voice message.
+    # Bound into the stream credential by the voice webhook (hotline/telephony/admission.py).
+    mode: str = "live"
     hangup_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -217,6 +221,8 @@ class MediaStreamServer:
         self.settings = settings
         self.active: dict[str, TwilioCall] = {}
         self.accepting = True
+        # hotline.telephony.admission.Admission: told when a stream is up and when it ends.
+        self.admission: Any = None
         # Another way in besides Twilio's signature: the console's "Gọi thử" page, whose browser
         # client speaks the same protocol. Returns who is calling, or None to refuse.
         self.extra_auth: Callable[[WebSocket], Awaitable[str | None]] | None = None
@@ -311,7 +317,12 @@ class MediaStreamServer:
         The start must carry the credential the call's signed webhook issued; the call must
         be ringing with no stream yet (a credential is good once). Who is calling comes from
         that record, never from the stream's own parameters."""
-        why = credentials.check(start.call_sid, start.custom_parameters.get(PARAMETER))
+        mode = start.custom_parameters.get(MODE_PARAMETER) or "live"
+        why = (
+            credentials.check(start.call_sid, start.custom_parameters.get(PARAMETER), mode=mode)
+            if mode in MODES
+            else "unknown stream mode"
+        )
         if why is not None:
             await self._refuse(ws, start, why)
             return None
@@ -333,8 +344,8 @@ class MediaStreamServer:
             row = claim_stream(db, start.call_sid, start.stream_sid)
             if row is None:
                 return f"call is {rows[0]['status'] or 'not ringing'}, not waiting for a stream"
-            add_event(db, start.call_sid, "stream_started", stream_sid=start.stream_sid)
-            return row
+            add_event(db, start.call_sid, "stream_started", stream_sid=start.stream_sid, mode=mode)
+            return {**row, "mode": mode}
 
         try:
             result = await self.store.arun(claim)
@@ -346,6 +357,8 @@ class MediaStreamServer:
         if isinstance(result, str):
             await self._refuse(ws, start, result)
             return None
+        if self.admission is not None:
+            self.admission.connected(start.call_sid, mode)
         return result
 
     async def _await_start(self, ws: WebSocket, guard: _Guard) -> protocol.Start:
@@ -420,6 +433,7 @@ class MediaStreamServer:
             recorder=recorder,
             websocket=ws,
             transfer_fn=self.transfer_fn,
+            mode=row.get("mode") or "live",
         )
         self.active[start.call_sid] = call
         reason = "socket_closed"
@@ -474,6 +488,8 @@ class MediaStreamServer:
             except Exception:
                 log.exception("call %s: closing the recording failed", start.call_sid)
             self.active.pop(start.call_sid, None)
+            if self.admission is not None:
+                self.admission.release(start.call_sid)
             try:
                 await self._store_end(call, reason)
             except Exception:

@@ -20,7 +20,7 @@ from hotline.calls import (
 )
 from hotline.store import now_iso
 from hotline.telephony import twiml
-from hotline.telephony.credentials import PARAMETER, StreamCredentials
+from hotline.telephony.credentials import MODE_PARAMETER, PARAMETER, StreamCredentials
 from hotline.telephony.signature import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,13 @@ STORAGE_APOLOGY_TRANSFER = (
 )
 
 
+# Past HOTLINE_MAX_CALLS and the overflow streams' own cap: Twilio's voice says it, then hangs up.
+BUSY_APOLOGY = (
+    "Xin lỗi quý vị, hiện tất cả các đường dây của tổng đài đều đang bận. "
+    "Quý vị vui lòng gọi lại sau ít phút. Xin cảm ơn quý vị."
+)
+
+
 def _storage_apology(services: Any) -> str:
     """What a caller hears when we cannot record the call: a person if one is on duty (as a
     switchboard whose automation fails hands callers to its staff), else an apology."""
@@ -52,12 +59,13 @@ def _storage_apology(services: Any) -> str:
     return twiml.apology(STORAGE_APOLOGY)
 
 
-def connect_twiml(services: Any, call_sid: str) -> str:
-    """<Connect><Stream> with this call's single-use stream credential."""
-    token = StreamCredentials.from_settings(services.settings).issue(call_sid)
-    return twiml.connect_stream(
-        services.settings.media_stream_url, {"callSid": call_sid, PARAMETER: token}
-    )
+def connect_twiml(services: Any, call_sid: str, mode: str = "live") -> str:
+    """<Connect><Stream> with this call's single-use stream credential, bound to its mode."""
+    token = StreamCredentials.from_settings(services.settings).issue(call_sid, mode=mode)
+    params = {"callSid": call_sid, PARAMETER: token}
+    if mode != "live":
+        params[MODE_PARAMETER] = mode
+    return twiml.connect_stream(services.settings.media_stream_url, params)
 
 
 async def _verified_form(request: Request) -> dict[str, str] | None:
@@ -153,8 +161,45 @@ async def voice(request: Request) -> Response:
         # request): nothing is reset, and no second stream is offered.
         log.warning("call %s: voice webhook repeated while %s; answering hang-up", call_sid, state)
         return Response(twiml.hangup(), media_type=XML)
+    admission = getattr(services, "admission", None)
+    decision = admission.decide(call_sid) if admission is not None else "live"
+    if decision != "live":
+        return await _overflow(services, call_sid, caller, decision, first=state == "new")
     log.info("call %s from %s: answering with a media stream", call_sid, mask_number(caller))
     return Response(connect_twiml(services, call_sid), media_type=XML)
+
+
+async def _overflow(
+    services: Any, call_sid: str, caller: str, decision: str, *, first: bool
+) -> Response:
+    """A call past HOTLINE_MAX_CALLS: an overflow stream (busy prompt, voice message), or past
+    the overflow cap too, a <Say> busy message. Either way the call is marked as overflow, on
+    its first webhook only (a replayed one must not grow the database)."""
+    admission = services.admission
+    live, limit = admission.count("live"), admission.max_calls
+    answer = "stream" if decision == "overflow" else "say"
+    log.warning(
+        "call %s from %s: overflow (%d/%d live calls, %d overflow); answering with %s",
+        call_sid,
+        mask_number(caller),
+        live,
+        limit,
+        admission.count("overflow"),
+        "the busy prompt and a voice message" if answer == "stream" else "a <Say> busy message",
+    )
+
+    def write(db: Any) -> None:
+        upsert_call(db, call_sid, outcome="overflow")
+        add_event(db, call_sid, "overflow", live=live, limit=limit, answer=answer)
+
+    if first:
+        try:
+            await services.store.arun(write)
+        except STORAGE_ERRORS as exc:  # the call was recorded a moment ago; the caller hears
+            log.error("call %s: overflow not stored: %s", call_sid, exc)
+    if decision == "overflow":
+        return Response(connect_twiml(services, call_sid, "overflow"), media_type=XML)
+    return Response(twiml.apology(BUSY_APOLOGY), media_type=XML)
 
 
 @router.post(
@@ -204,6 +249,10 @@ async def status(request: Request) -> Response:
             )
         upsert_call(db, call_sid, **fields)
         add_event(db, call_sid, "status_callback", call_status=call_status)
+
+    if call_status in FINAL_STATUSES and getattr(services, "admission", None) is not None:
+        # The call is over for Twilio: its slot is free even if its stream never ended here.
+        services.admission.release(call_sid)
 
     try:
         await services.store.arun(write)
