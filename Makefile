@@ -72,7 +72,10 @@ bench: setup
 	.venv/bin/python bench/speech.py
 	.venv/bin/python bench/nlu.py
 	.venv/bin/python bench/calls.py
-	.venv/bin/python bench/load.py --sync 16
+	.venv/bin/python bench/turns.py
+	# The two end-of-turn modes side by side: the ramp and the synchronized worst case.
+	.venv/bin/python bench/load.py --turn smart --steps 4,8,16,24,32 --step-seconds 60 --sync 16 --repeat 3
+	.venv/bin/python bench/load.py --turn silence --steps 8,16 --step-seconds 60 --sync 16 --repeat 3
 
 screenshots: setup
 	.venv/bin/python bench/screenshots.py

@@ -80,7 +80,12 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
     rec = make_call(tmp)
-    env = {"HOTLINE_ASR": args.asr, "HOTLINE_NLU_MANAGE": "true", "HOTLINE_LOG_LEVEL": "WARNING"}
+    env = {
+        "HOTLINE_ASR": args.asr,
+        "HOTLINE_NLU_MANAGE": "true",
+        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_MAX_CALLS": "1000",  # capacity is what is measured: no admission limit
+    }
     server = HotlineServer(tmp / "data", env).start()
     try:
         server.wait_for_nlu()

@@ -602,7 +602,12 @@ def main() -> None:
         f"{len(scripts)} caller scripts ({len(SCRIPTS)} texts x {len(VOICES)} voices), "
         f"{talk:.1f} s of speech each on average, rendered in {time.monotonic() - t0:.1f} s"
     )
-    env = {"HOTLINE_ASR": args.asr, "HOTLINE_NLU_MANAGE": "true", "HOTLINE_LOG_LEVEL": "WARNING"}
+    env = {
+        "HOTLINE_ASR": args.asr,
+        "HOTLINE_NLU_MANAGE": "true",
+        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_MAX_CALLS": "1000",  # capacity is what is measured: no admission limit
+    }
     if args.turn:
         env["HOTLINE_TURN"] = args.turn
     server = HotlineServer(tmp / "data", env).start()

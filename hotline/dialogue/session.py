@@ -168,7 +168,9 @@ class CallSession:
         self.asr_name = getattr(engine, "name", type(engine).__name__)
         # This call's decoding on the shared scheduler (finals first), and its end-of-turn
         # model runs on a lane of their own so they can overlap the final pass.
-        self.decode = services.decoder.lane(call.call_sid)
+        # A voice message left while the line is full decodes only when no live caller waits.
+        overflow = getattr(call, "mode", "live") == "overflow"
+        self.decode = services.decoder.lane(call.call_sid, background=overflow)
         self.turn_lane = services.decoder.lane(call.call_sid + ":turn")
         self.utt_audio = bytearray()  # the current utterance, for the end-of-turn model
         self.spec: _Speculation | None = None
