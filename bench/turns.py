@@ -113,7 +113,9 @@ def speech_edges(pcm: np.ndarray, span: tuple[float, float]) -> tuple[float, flo
 
 def run(call: Call, mode: str, model) -> Result:
     smart = mode == "smart"
-    det = TurnDetector(end_silence_ms=1200 if smart else 600, probe_ms=250)
+    det = TurnDetector(
+        end_silence_ms=1200 if smart else 600, probe_ms=250, reprobe_ms=300 if smart else 0
+    )
     frames = [call.pcm[i : i + 160].tobytes() for i in range(0, len(call.pcm) - 159, 160)]
     ends: list[SpeechEnded] = []
     pending: list[tuple[int, EndCandidate, float]] = []  # (answer at ms, candidate, prob)

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # else waits up to turn_max_silence_ms (callers who pause to think).
     turn: Literal["silence", "smart"] = "silence"
     turn_probe_ms: int = Field(250, ge=100, le=2000)
+    turn_reprobe_ms: int = Field(300, ge=0, le=2000)  # ask again this often (0: once)
     turn_max_silence_ms: int = Field(1200, ge=200, le=5000)
     turn_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     # A caller who starts again within this long of their last word (before our reply can be

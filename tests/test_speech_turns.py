@@ -247,3 +247,17 @@ def test_end_at_ends_the_turn_only_if_the_caller_has_not_spoken_since() -> None:
     assert end.at_ms - end.speech_end_ms < 300  # decided at the probe, not at the ceiling
     assert end.started_ms < tl.speech_spans[0][0] + START_LATE_MS  # the whole sentence
     assert det.end_at(pending[2]) is None  # twice: nothing more to end
+
+
+def test_with_reprobe_a_long_silence_gives_a_candidate_every_reprobe_ms() -> None:
+    tl = Timeline().add(silence(800)).add_speech(speech(VI_SHORT)).add(silence(2000))
+    det = TurnDetector(end_silence_ms=1200, probe_ms=250, reprobe_ms=300)
+    events = run(det, tl.audio(noise_dbfs=-50, phone=True), candidates=True)
+    cands = [e for e in events if isinstance(e, EndCandidate)]
+    silences = [c.at_ms - c.speech_end_ms for c in cands]
+    # 250, 550, 850, 1150 ms into the silence (to the next 20 ms frame), then the ceiling.
+    assert len(cands) == 4 and all(
+        250 + 300 * i <= s < 250 + 300 * i + 40 for i, s in enumerate(silences)
+    ), silences
+    assert len({(c.started_ms, c.speech_end_ms) for c in cands}) == 1  # one utterance, one pause
+    assert isinstance(events[-1], SpeechEnded) and events[-1].reason == "silence"

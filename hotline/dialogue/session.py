@@ -159,6 +159,7 @@ class CallSession:
             max_utterance_ms=int(s.max_utterance_s * 1000),
             vad_mode=s.vad_mode,
             probe_ms=s.turn_probe_ms,
+            reprobe_ms=s.turn_reprobe_ms if self.turn_model else 0,
         )
         engine = services.asr
         if hasattr(engine, "stream_for_call"):

@@ -154,7 +154,8 @@ class TurnDetector:
       Counted frames must be voiced for the VAD and carry sound above the line's noise floor.
       Its `at_ms` is back-dated to the first voiced frame; `detected_ms` is when it fired
       (the barge-in latency is detected_ms - at_ms, about min_speech_ms + 20-100 ms).
-    - EndCandidate after `probe_ms` without voice (again after every resumption), and
+    - EndCandidate after `probe_ms` without voice (again after every resumption, and every
+      `reprobe_ms` of the same silence if set), and
       SpeechEnded after `end_silence_ms` without voice (reason "silence"), or when the
       utterance reaches `max_utterance_ms` (reason "max_length"; if the caller keeps talking
       a new utterance starts), or when the session, told by the end-of-turn model that the
@@ -177,6 +178,7 @@ class TurnDetector:
         threshold: float = 0.5,
         gap_ms: int = 60,
         probe_ms: int = 250,
+        reprobe_ms: int = 0,
     ) -> None:
         if sample_rate not in (8000, 16000):
             raise ValueError("sample_rate must be 8000 or 16000")
@@ -188,6 +190,7 @@ class TurnDetector:
         self.preroll_ms = preroll_ms
         self.gap_ms = gap_ms
         self.probe_ms = min(probe_ms, end_silence_ms)
+        self.reprobe_ms = reprobe_ms  # 0: one candidate per silence
         self.vad_name = vad
         if vad == "silero":
             self._vad: _Silero | _WebRtc = _Silero(sample_rate, threshold)
@@ -217,7 +220,7 @@ class TurnDetector:
         # utterance state
         self._utt_start = 0
         self._last_voiced_end = 0
-        self._probed = False  # an EndCandidate was given for the current silence
+        self._next_probe = self.probe_ms  # silence (ms) at which the next candidate comes
         self._floor_db: float | None = None
         self._strong = False
 
@@ -333,14 +336,16 @@ class TurnDetector:
         self._queue(frame)
         if voiced:
             self._last_voiced_end = self._now_ms
-            self._probed = False
+            self._next_probe = self.probe_ms
         silent_ms = self._now_ms - self._last_voiced_end
         if silent_ms >= self.end_silence_ms:
             return [self._end("silence")]
         if self._now_ms - self._utt_start >= self.max_utterance_ms:
             return [self._end("max_length")]
-        if silent_ms >= self.probe_ms and not self._probed:
-            self._probed = True
+        if silent_ms >= self._next_probe:
+            # Asked again later in the same silence (reprobe_ms): "not finished" at 250 ms
+            # may be "finished" with more silence, well before the ceiling.
+            self._next_probe = silent_ms + self.reprobe_ms if self.reprobe_ms else 10**9
             return [
                 EndCandidate(
                     at_ms=self._now_ms,
@@ -353,7 +358,7 @@ class TurnDetector:
     def _end(self, reason: Literal["silence", "max_length", "smart"]) -> SpeechEnded:
         self._in_utterance = False
         self._cand_start = None
-        self._probed = False
+        self._next_probe = self.probe_ms
         if reason != "max_length":
             # That audio belonged to the finished utterance: no pre-roll from it. After a
             # max_length cut the caller is still talking, so the next pre-roll keeps it.
