@@ -360,6 +360,16 @@ class CallSession:
             fut.add_done_callback(final_done)
         if self.turn_model is None:
             return
+        if self.sv.decoder.behind():
+            # Decoding is not keeping up: the model's ~0.1 s of CPU goes to the callers
+            # waiting instead, and the turn ends on silence (about 550 ms), as in silence mode.
+            silent = ev.at_ms - ev.speech_end_ms
+            if silent >= self.settings.end_silence_ms - self.settings.turn_reprobe_ms // 2:
+                end = self.detector.end_at(ev)
+                if end is not None:
+                    self.eot = {"eot_skipped": 1}
+                    loop.create_task(self._speech_ended(end))
+            return
         t0 = time.monotonic()
 
         def model_done(fut: Future[Any]) -> None:
