@@ -77,6 +77,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", default="1,4,8")
     ap.add_argument("--asr", default="vietasr")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a server setting"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
     rec = make_call(tmp)
@@ -86,6 +89,7 @@ def main() -> None:
         "HOTLINE_LOG_LEVEL": "WARNING",
         "HOTLINE_MAX_CALLS": "1000",  # capacity is what is measured: no admission limit
     }
+    env |= dict(kv.split("=", 1) for kv in args.set)
     server = HotlineServer(tmp / "data", env).start()
     try:
         server.wait_for_nlu()
