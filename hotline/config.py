@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     max_call_s: float = Field(1800.0, ge=5.0, le=4 * 3600.0)
     # Admission control (README "Admission control"): calls taken live at once; past it a call
     # hears the busy prompt and may leave a voice message (an overflow stream, much cheaper).
-    max_calls: int = Field(12, ge=1, le=1000)  # bench/load.py: p95 reply <= 500 ms up to 12
+    max_calls: int = Field(8, ge=1, le=1000)  # bench/load.py, silence mode: p95 <= 500 ms up to 8
     # Overflow streams at once (unset: a quarter of HOTLINE_MAX_CALLS, at least 1; 0: none);
     # past it the caller hears a <Say> busy message and the call is hung up.
     max_overflow_calls: int | None = Field(None, ge=0, le=1000)
