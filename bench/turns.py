@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import pct  # noqa: E402
+
 from hotline.audio import pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
 from hotline.recordings import _espeak  # noqa: E402
 from hotline.replay import Recording  # noqa: E402
@@ -162,11 +164,10 @@ def summarize(label: str, mode: str, results: list[Result]) -> None:
     rep = sum(r.repaired for r in results)
     waits = [w for r in results for w in r.waits_ms]
     model = [m for r in results for m in r.model_ms]
-    p = lambda v, q: float(np.percentile(v, q)) if v else float("nan")  # noqa: E731
     print(
         f"{label:<18} {mode:<8} {n:>9} {cut:>4} ({100 * cut / max(n, 1):4.0f}%) {rep:>8} "
-        f"{p(waits, 50):>8.0f} {p(waits, 95):>8.0f}"
-        + (f"   model p50 {p(model, 50):.0f} ms" if model else "")
+        f"{pct(waits, 50):>8.0f} {pct(waits, 95):>8.0f}"
+        + (f"   model p50 {pct(model, 50):.0f} ms" if model else "")
     )
 
 

@@ -193,13 +193,23 @@ def add_event(
     )
 
 
-def add_turn(db: sqlite_utils.Database, call_sid: str, **fields: Any) -> int:
-    seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE call_sid = ?", [call_sid])
-    row = {"call_sid": call_sid, "seq": seq.fetchone()[0], "created_at": now_iso(), **fields}
+def _turn_columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """Turn fields as stored: words and entities as JSON text."""
+    row = dict(fields)
     for key in ("words", "entities"):
         if key in row and not isinstance(row[key], str | None):
             row[key] = json.dumps(row[key], ensure_ascii=False)
-    return db.table("turns").insert(row).last_pk  # type: ignore[return-value]
+    return row
+
+
+def add_turn(db: sqlite_utils.Database, call_sid: str, **fields: Any) -> int:
+    seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE call_sid = ?", [call_sid])
+    row = {"call_sid": call_sid, "seq": seq.fetchone()[0], "created_at": now_iso(), **fields}
+    return db.table("turns").insert(_turn_columns(row)).last_pk  # type: ignore[return-value]
+
+
+def update_turn(db: sqlite_utils.Database, turn_id: int, **fields: Any) -> None:
+    db.table("turns").update(turn_id, _turn_columns(fields))
 
 
 def get_call(db: sqlite_utils.Database, call_sid: str) -> dict[str, Any] | None:

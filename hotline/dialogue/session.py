@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hotline.calls import add_event, add_turn, upsert_call
+from hotline.calls import add_event, add_turn, update_turn, upsert_call
 from hotline.dialogue import engine as fe
 from hotline.nlu.gazetteer import place_of
 from hotline.speech.recognizer import Transcript, mean_confidence
@@ -131,7 +131,7 @@ class _Resumable:
 
 @dataclass
 class _Speculation:
-    """The partial transcript at an end candidate, already being understood."""
+    """What the caller said up to an end candidate (its final pass), already being understood."""
 
     started_ms: int  # the utterance it belongs to
     text: str
@@ -167,11 +167,13 @@ class CallSession:
         else:
             self.asr = engine.new_stream(8000)
         self.asr_name = getattr(engine, "name", type(engine).__name__)
-        # This call's decoding on the shared scheduler (finals first), and its end-of-turn
-        # model runs on a lane of their own so they can overlap the final pass.
-        # A voice message left while the line is full decodes only when no live caller waits.
-        overflow = getattr(call, "mode", "live") == "overflow"
-        self.decode = services.decoder.lane(call.call_sid, background=overflow)
+        # Past HOTLINE_MAX_CALLS (hotline/telephony/admission.py): only the busy prompt and a
+        # voice message, no NLU.
+        self.overflow = getattr(call, "mode", "live") == "overflow"
+        # This call's decoding on the shared scheduler (finals first); the end-of-turn model
+        # runs on a lane of its own so that it can overlap the final pass. A voice message
+        # left while the line is full decodes only when no live caller waits.
+        self.decode = services.decoder.lane(call.call_sid, background=self.overflow)
         self.turn_lane = services.decoder.lane(call.call_sid + ":turn")
         self.utt_audio = bytearray()  # the current utterance, for the end-of-turn model
         self.spec: _Speculation | None = None
@@ -186,7 +188,6 @@ class CallSession:
         self.last_turn: tuple[int, int] | None = None  # (start, end of speech) of the latest
         self.in_flight: int | None = None  # start of the turn being understood and answered
         self.resuming_ms: int | None = None  # start of the turn the caller is going on with
-        self.turn_probs: list[float] = []  # the model's answers in this call (for the record)
         self.eot: dict[str, float] = {}  # the model's answer that ended the latest turn
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.listen: fe.Listen | None = None
@@ -260,8 +261,7 @@ class CallSession:
         )
         await self._record(lambda db: upsert_call(db, self.call.call_sid, asr_engine=self.asr_name))
         starting = getattr(self.sv, "nlu_starting", None)
-        overflow = getattr(self.call, "mode", "live") == "overflow"  # admission.py: no NLU used
-        if starting is not None and not self.sv.nlu_ok and starting() and not overflow:
+        if starting is not None and not self.sv.nlu_ok and starting() and not self.overflow:
             # Rasa is still loading: greet and hold rather than say understanding is broken.
             self._hold = asyncio.create_task(self._hold_until_nlu(), name="hold")
             return
@@ -397,7 +397,6 @@ class CallSession:
         except Exception:  # the model failing must not end turns early: the ceiling decides
             log.exception("call %s: end-of-turn model failed", self.call.call_sid)
             return
-        self.turn_probs.append(round(prob, 3))
         if prob < self.settings.turn_threshold or not self.capturing:
             return  # not finished (or already ended): wait, up to the ceiling
         end = self.detector.end_at(ev)
@@ -632,8 +631,7 @@ class CallSession:
             kind = item[0]
             try:
                 if kind == "start":
-                    overflow = getattr(self.call, "mode", "live") == "overflow"
-                    await self._run(self.conv.start("overflow" if overflow else None))
+                    await self._run(self.conv.start("overflow" if self.overflow else None))
                 elif kind == "utterance":
                     await self._utterance(item[1])
                 elif kind == "event":
@@ -783,9 +781,7 @@ class CallSession:
         if row["intent"] is not None:
             self.last_intent = row["intent"]
         if replace is not None:
-            row["words"] = json.dumps(row["words"], ensure_ascii=False) if row["words"] else None
-            row["entities"] = json.dumps(entities, ensure_ascii=False) if entities else None
-            await self._record(lambda db: db.table("turns").update(replace, row))
+            await self._record(lambda db: update_turn(db, replace, **row))
             turn_id: int | None = replace
         else:
             turn_id = await self._record(lambda db: add_turn(db, self.call.call_sid, **row))

@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,8 @@ class _Job:
 
 @dataclass
 class SchedulerStats:
-    jobs: int = 0
     merged_audio: int = 0  # audio jobs folded into an earlier one
     dropped_partials: int = 0
-    by_priority: dict[int, int] = field(default_factory=dict)
 
 
 class Lane:
@@ -129,17 +127,11 @@ class DecodeScheduler:
             if self._stopping:
                 job.future.set_exception(RuntimeError("decode scheduler stopped"))
                 return job.future
-            self.stats.jobs += 1
-            self.stats.by_priority[job.priority] = self.stats.by_priority.get(job.priority, 0) + 1
             last = lane.jobs[-1] if lane.jobs else None
             if merge and last is not None and last.audio is not None and job.audio is not None:
                 last.audio += job.audio
                 self.stats.merged_audio += 1
                 return last.future
-            if job.audio is not None:
-                fn = job.fn
-                buf = job.audio
-                job.fn, job.args = (lambda: fn(bytes(buf))), ()
             lane.jobs.append(job)
             if not lane.running:
                 # Pushed again even if already queued: a final lifts the lane's urgency.
@@ -159,8 +151,10 @@ class DecodeScheduler:
                 self._busy += 1
             try:
                 if job.future.set_running_or_notify_cancel():
+                    # An audio job's audio is read when it runs: what was merged into it too.
+                    args = (bytes(job.audio),) if job.audio is not None else job.args
                     try:
-                        job.future.set_result(job.fn(*job.args))
+                        job.future.set_result(job.fn(*args))
                     except BaseException as exc:  # delivered to whoever waits on it
                         job.future.set_exception(exc)
             finally:
