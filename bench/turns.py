@@ -4,6 +4,7 @@ long it waits after the last word.
 Runs the real turn detector (Silero VAD) and the real Smart Turn v3.2 model over:
 - paused sentences: a sentence said in two pieces with a pause to think of 0.5-1.0 s inside
   it (espeak-ng Vietnamese, telephone band, mu-law, line noise at -50 dBFS);
+- the load bench's caller lines: long sentences with commas, where espeak-ng pauses;
 - the recorded calls in recordings/ (caller audio with the spans of what was said).
 
 A sentence is *cut off* when a turn ends inside it (between its first and last word). The
@@ -29,14 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import pct  # noqa: E402
+from load import SCRIPTS, VOICES, _trim  # noqa: E402
 
 from hotline.audio import pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
+from hotline.config import Settings  # noqa: E402
 from hotline.recordings import _espeak  # noqa: E402
 from hotline.replay import Recording  # noqa: E402
 from hotline.speech.endpoint import load_model  # noqa: E402
 from hotline.speech.turns import EndCandidate, SpeechEnded, SpeechStarted, TurnDetector  # noqa: E402
 
-RESUME_MS = 1500
+S = Settings()  # the turn settings as served (HOTLINE_TURN_* from the environment)
+RESUME_MS = S.turn_resume_ms
 PAUSED = [
     ("nhà tui mất điện", "từ sáng tới chừ"),
     ("đèn đường hư cả tuần nay", "ở thôn an hưng xã triệu phong"),
@@ -86,6 +90,22 @@ def paused_calls() -> list[Call]:
     return calls
 
 
+def scripted_lines() -> list[Call]:
+    """The load bench's caller lines (bench/load.py), one call each: long sentences with
+    commas, read slowly, so espeak-ng pauses 250-400 ms inside them where a caller would take
+    a breath. Not the issue's paused sentences: these are how often a mode cuts at a comma."""
+    rng = np.random.default_rng(13)
+    calls = []
+    for name, lines in SCRIPTS.items():
+        for voice, rate in VOICES:
+            for k, text in enumerate(lines):
+                speech = _trim(_espeak(text, voice, rate))
+                pcm = np.concatenate([np.zeros(8000, np.int16), speech, np.zeros(16000, np.int16)])
+                span = (1.0, 1.0 + len(speech) / 8000)
+                calls.append(Call(f"{name}:{voice}:{k}", phone(pcm, rng), [span]))
+    return calls
+
+
 def recorded_calls() -> list[Call]:
     calls = []
     for side in sorted((ROOT / "recordings").glob("*.yml")):
@@ -116,7 +136,9 @@ def speech_edges(pcm: np.ndarray, span: tuple[float, float]) -> tuple[float, flo
 def run(call: Call, mode: str, model) -> Result:
     smart = mode == "smart"
     det = TurnDetector(
-        end_silence_ms=1200 if smart else 600, probe_ms=250, reprobe_ms=300 if smart else 0
+        end_silence_ms=S.turn_max_silence_ms if smart else S.end_silence_ms,
+        probe_ms=S.turn_probe_ms,
+        reprobe_ms=S.turn_reprobe_ms if smart else 0,
     )
     frames = [call.pcm[i : i + 160].tobytes() for i in range(0, len(call.pcm) - 159, 160)]
     ends: list[SpeechEnded] = []
@@ -139,7 +161,7 @@ def run(call: Call, mode: str, model) -> Result:
             audio += frame
         for item in [p for p in pending if p[0] <= det.now_ms]:
             pending.remove(item)
-            if item[2] >= 0.5:
+            if item[2] >= S.turn_threshold:
                 end = det.end_at(item[1])
                 if end is not None:
                     ends.append(end)
@@ -173,7 +195,11 @@ def summarize(label: str, mode: str, results: list[Result]) -> None:
 
 def main() -> None:
     model = load_model()
-    sets = {"paused sentences": paused_calls(), "recorded calls": recorded_calls()}
+    sets = {
+        "paused sentences": paused_calls(),
+        "load-bench lines": scripted_lines(),
+        "recorded calls": recorded_calls(),
+    }
     print(
         f"{'calls':<18} {'mode':<8} {'sentences':>9} {'cut off':>11} {'repaired':>8} "
         f"{'wait p50':>8} {'wait p95':>8}"
