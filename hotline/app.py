@@ -32,6 +32,7 @@ from hotline import recovery
 from hotline.config import Settings
 from hotline.live import LiveHub
 from hotline.speech.scheduler import DecodeScheduler
+from hotline.speech.turns import prewarm_vad
 from hotline.store import Store
 from hotline.telephony.admission import Admission
 from hotline.telephony.rest import TwilioRest
@@ -297,6 +298,17 @@ def _load_components(services: Services) -> None:
     services.flow = flow
 
 
+async def _prewarm_vad(calls: int) -> None:
+    t0 = time.monotonic()
+    made = await asyncio.to_thread(prewarm_vad, calls)
+    log.info(
+        "voice activity detectors ready for %d calls (%d built in %.1f s)",
+        calls,
+        made,
+        time.monotonic() - t0,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Raises ConfigError (one line naming the setting) when the data directory is unusable."""
     recovery.check_data_dir(settings)
@@ -374,6 +386,11 @@ def create_app(settings: Settings) -> FastAPI:
             except Exception as exc:
                 services.errors["nlu"] = str(exc)
                 log.error("NLU server not started: %s", exc)
+        # While Rasa loads: one VAD per call the server admits, so a call's start does not
+        # build one on the event loop (see prewarm_vad).
+        adm = services.admission
+        admitted = adm.max_calls + adm.max_overflow if adm else settings.max_calls
+        warm = asyncio.create_task(_prewarm_vad(admitted), name="vad-prewarm")
         from hotline.privacy import start_retention_task
 
         retention = start_retention_task(services)  # the retention settings, applied daily
@@ -391,6 +408,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            with contextlib.suppress(Exception):
+                await warm  # a thread: it cannot be cancelled, and takes about a second
             retention.cancel()
             sender.cancel()
             monitor_task.cancel()

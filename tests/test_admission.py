@@ -239,6 +239,15 @@ def server(
     s.stop()
 
 
+def test_a_vad_is_ready_for_every_call_the_server_admits(server: HotlineServer) -> None:
+    # HOTLINE_MAX_CALLS=1 plus one overflow call: two detectors built at start, so a call's
+    # first frame does not wait ~0.1-0.25 s on the event loop for one (stalling other calls).
+    deadline = time.monotonic() + 30
+    while "voice activity detectors ready" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "voice activity detectors ready for 2 calls" in server.log()
+
+
 def events(server: HotlineServer, call_sid: str, kind: str) -> list[dict[str, Any]]:
     db = server.db()
     try:

@@ -261,3 +261,17 @@ def test_with_reprobe_a_long_silence_gives_a_candidate_every_reprobe_ms() -> Non
     ), silences
     assert len({(c.started_ms, c.speech_end_ms) for c in cands}) == 1  # one utterance, one pause
     assert isinstance(events[-1], SpeechEnded) and events[-1].reason == "silence"
+
+
+def test_prewarmed_detectors_start_without_building_a_vad() -> None:
+    from hotline.speech import turns
+
+    with turns._Silero._pool_lock:
+        turns._Silero._pool.clear()
+    assert turns.prewarm_vad(3) == 3 and turns._Silero.pooled(8000) == 3
+    assert turns.prewarm_vad(3) == 0  # already there: nothing more is built
+    detectors = [TurnDetector() for _ in range(3)]
+    assert turns._Silero.pooled(8000) == 0  # each call took one from the pool
+    for d in detectors:
+        d.close()
+    assert turns._Silero.pooled(8000) == 3  # and gave it back at the end
