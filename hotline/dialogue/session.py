@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from hotline.calls import add_event, add_turn, update_turn, upsert_call
 from hotline.dialogue import engine as fe
 from hotline.nlu.gazetteer import place_of
+from hotline.speech.pieces import TurnPieces
 from hotline.speech.recognizer import Transcript, mean_confidence
 from hotline.speech.scheduler import AUDIO, FINAL
 from hotline.speech.turns import EndCandidate, SpeechEnded, SpeechStarted, TurnDetector
@@ -177,13 +178,9 @@ class CallSession:
         self.turn_lane = services.decoder.lane(call.call_sid + ":turn")
         self.utt_audio = bytearray()  # the current utterance, for the end-of-turn model
         self.spec: _Speculation | None = None
-        # A final decoded at an end candidate (speculatively), the audio held since, and the
-        # finals of the pieces of this utterance the caller went on from.
-        self.spec_final: Future[Any] | None = None
-        self.held: bytearray | None = None
-        self.held_for: EndCandidate | None = None
-        self.heads: list[Future[Any]] = []
-        self.spec_used_for: EndCandidate | None = None  # the candidate whose final ended a turn
+        # The final passes this utterance's transcript is made of (a speculative one at an
+        # end candidate, the audio held since, the heads the caller went on from).
+        self.pieces: TurnPieces[Future[Any]] = TurnPieces()
         self.resumable: _Resumable | None = None  # the latest turn, while it may go on
         self.last_turn: tuple[int, int] | None = None  # (start, end of speech) of the latest
         self.in_flight: int | None = None  # start of the turn being understood and answered
@@ -311,7 +308,7 @@ class CallSession:
                 del self.utt_audio[:-TURN_AUDIO_BYTES]
             self._feed(audio)
             self.speech_frames += 1
-            if self.held is None and self.speech_frames % PARTIAL_EVERY_FRAMES == 0:
+            if not self.pieces.holding and self.speech_frames % PARTIAL_EVERY_FRAMES == 0:
                 fut = self.decode.partial(self.asr.partial)  # None: decoding is behind
                 if fut is not None:
                     fut.add_done_callback(self._partial_done)
@@ -323,25 +320,14 @@ class CallSession:
         self._tick_idle()
 
     def _feed(self, audio: bytes) -> None:
-        """Audio to the recogniser, unless a speculative final is out: then it is held until
-        the turn ends (it was trailing silence) or the caller goes on (then the final is the
-        head of the sentence, and the held audio starts its next piece)."""
-        cand = self.held_for
-        if self.held is None or cand is None:
+        """Audio to the recogniser, or held while a speculative final is out (TurnPieces)."""
+        cand = self.pieces.held_for
+        went_on = (
+            cand is not None and self.detector.in_utterance and not self.detector.is_current(cand)
+        )
+        audio = self.pieces.audio(audio, went_on)
+        if audio:
             self.decode.accept(self.asr.accept, audio)
-            return
-        if self.detector.in_utterance and not self.detector.is_current(cand):
-            self._resume_after_speculation()
-            self.decode.accept(self.asr.accept, audio)
-        else:
-            self.held += audio
-
-    def _resume_after_speculation(self) -> None:
-        if self.spec_final is not None:
-            self.heads.append(self.spec_final)
-        if self.held:
-            self.decode.accept(self.asr.accept, bytes(self.held))
-        self.spec_final, self.held, self.held_for = None, None, None
 
     def _end_candidate(self, ev: EndCandidate) -> None:
         """The caller went quiet. Decode what they said so far and start understanding it
@@ -349,10 +335,10 @@ class CallSession:
         if not self.capturing or self.listen is None or self.listen.mode == "message":
             return
         loop = asyncio.get_running_loop()
-        if self.held is None:
-            heads = list(self.heads)
+        if not self.pieces.holding:
+            heads = list(self.pieces.heads)
             fut = self._asr(self.asr.final, priority=FINAL)
-            self.spec_final, self.held, self.held_for = fut, bytearray(), ev
+            self.pieces.speculate(ev, fut)
 
             def final_done(f: Future[Any]) -> None:
                 loop.call_soon_threadsafe(self._speculate, ev, heads, f)
@@ -381,8 +367,8 @@ class CallSession:
         ).add_done_callback(model_done)
 
     def _speculate(self, ev: EndCandidate, heads: list[Future[Any]], fut: Future[Any]) -> None:
-        holding = self.held_for is ev and self.capturing and self.detector.is_current(ev)
-        if fut.exception() or not (holding or self.spec_used_for is ev):
+        holding = self.pieces.held_for is ev and self.capturing and self.detector.is_current(ev)
+        if fut.exception() or not (holding or self.pieces.used_for is ev):
             return  # the caller went on: this is only the head of the sentence
         text = _joined([h.result() for h in heads if not h.exception()] + [fut.result()]).text
         if not text:
@@ -530,7 +516,7 @@ class CallSession:
         self.idle_frames = 0
         self.utt_audio.clear()
         self.spec = None
-        self.heads, self.spec_final, self.held, self.held_for = [], None, None, None
+        self.pieces.reset()
         if going_on and last is not None:
             # The caller paused and went on before our reply could be an answer to them:
             # the rest of the same sentence (the reply, if it had started, was cut above).
@@ -554,20 +540,11 @@ class CallSession:
         await self._queue_utterance(ev)
 
     async def _queue_utterance(self, ev: SpeechEnded) -> None:
-        cand = self.held_for
-        if (
-            self.spec_final is not None
-            and cand is not None
-            and cand.speech_end_ms == ev.speech_end_ms
-        ):
-            final = self.spec_final  # decoded at the candidate: nothing was said since
-            self.spec_used_for = cand
-        else:
-            if self.held is not None:
-                self._resume_after_speculation()
+        final, held, heads = self.pieces.finish(ev.speech_end_ms)
+        if final is None:  # said more since the candidate (or none came): decode to the end
+            if held:
+                self.decode.accept(self.asr.accept, held)
             final = self._asr(self.asr.final, priority=FINAL)
-        heads, self.heads = self.heads, []
-        self.spec_final, self.held, self.held_for = None, None, None
         pending = _Pending(
             final,
             ev.started_ms,
