@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import pct, proc_stats, reply_latency_events  # noqa: E402
+from common import pct, proc_stats, reply_latency_events, server_env  # noqa: E402
 
 from hotline.audio import pcm16_to_ulaw  # noqa: E402
 from hotline.recordings import _espeak  # noqa: E402
@@ -83,12 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
     rec = make_call(tmp)
-    env = {
-        "HOTLINE_ASR": args.asr,
-        "HOTLINE_NLU_MANAGE": "true",
-        "HOTLINE_LOG_LEVEL": "WARNING",
-        "HOTLINE_MAX_CALLS": "1000",  # capacity is what is measured: no admission limit
-    }
+    env = server_env(args.asr)
     env |= dict(kv.split("=", 1) for kv in args.set)
     server = HotlineServer(tmp / "data", env).start()
     try:

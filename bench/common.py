@@ -15,6 +15,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def server_env(asr: str) -> dict[str, str]:
+    """`hotline serve`'s environment for a benchmark: live recogniser, supervised Rasa."""
+    return {
+        "HOTLINE_ASR": asr,
+        "HOTLINE_NLU_MANAGE": "true",
+        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_MAX_CALLS": "1000",  # capacity is what is measured: no admission limit
+    }
+
+
 def proc_stats(pid: int) -> tuple[float, float]:
     """(cpu seconds, rss MiB) of a process and its children (Rasa included)."""
     cpu = rss = 0.0

@@ -96,7 +96,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calls import UTTERANCES  # noqa: E402
-from common import pct, proc_stats, reply_latency_events  # noqa: E402
+from common import pct, proc_stats, reply_latency_events, server_env  # noqa: E402
 
 from hotline.audio import pcm16_to_ulaw  # noqa: E402
 from hotline.recordings import _espeak  # noqa: E402
@@ -602,12 +602,7 @@ def main() -> None:
         f"{len(scripts)} caller scripts ({len(SCRIPTS)} texts x {len(VOICES)} voices), "
         f"{talk:.1f} s of speech each on average, rendered in {time.monotonic() - t0:.1f} s"
     )
-    env = {
-        "HOTLINE_ASR": args.asr,
-        "HOTLINE_NLU_MANAGE": "true",
-        "HOTLINE_LOG_LEVEL": "WARNING",
-        "HOTLINE_MAX_CALLS": "1000",  # capacity is what is measured: no admission limit
-    }
+    env = server_env(args.asr)
     if args.turn:
         env["HOTLINE_TURN"] = args.turn
     server = HotlineServer(tmp / "data", env).start()

@@ -65,17 +65,12 @@ class TurnPieces[H]:  # H: a final pass, as the session tracks it
         Returns (the speculative pass if nothing was said since its candidate, else None: then
         a final pass is needed, after the held audio returned second is fed), and the heads.
         Afterwards nothing is held."""
-        cand = self.held_for
-        if (
-            self.speculative is not None
-            and cand is not None
-            and cand.speech_end_ms == speech_end_ms
-        ):
-            final: H | None = self.speculative
+        cand = self.held_for  # set with the speculative pass, cleared with it
+        if cand is not None and cand.speech_end_ms == speech_end_ms:
+            final, held = self.speculative, b""
             self.used_for = cand
-            held = b""
         else:
-            final, held = None, self.go_on() if self.holding else b""
+            final, held = None, self.go_on()  # nothing held: no audio, heads unchanged
         heads = self.heads
         self.reset()
         return final, held, heads
